@@ -5,13 +5,16 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "src/common/status.h"
 
 namespace engram::raft {
 
 enum class EntryType : uint8_t {
   kNormal = 0,      // data is an engrampb.InternalRequest (or empty: a new leader's entry)
-  kConfChange = 1,  // data is an engrampb.ConfChange
+  kConfChange = 1,  // data is a ConfChange in EncodeConfChange's encoding (below)
 };
 
 struct Entry {
@@ -39,5 +42,26 @@ struct ConfState {
   std::vector<uint64_t> learners;
   bool operator==(const ConfState&) const = default;
 };
+
+// One membership change, proposed with RawNode::ProposeConfChange and applied with
+// RawNode::ApplyConfChange once its entry is committed. Changes are simple (one
+// member at a time, no joint consensus). Numbering follows etcd's raftpb.
+enum class ConfChangeType : uint8_t {
+  kAddNode = 0,         // add a voter, or promote a learner to voter
+  kRemoveNode = 1,      // remove a voter or a learner
+  kAddLearnerNode = 3,  // add a learner (a voter cannot be demoted this way)
+};
+
+struct ConfChange {
+  ConfChangeType type = ConfChangeType::kAddNode;
+  uint64_t node_id = 0;
+  std::string context;  // opaque to raft (the server puts the member's URLs here)
+  bool operator==(const ConfChange&) const = default;
+};
+
+// Entry data of a kConfChange entry: byte 1 (version), byte type, fixed64 node_id
+// (little-endian), then the context bytes to the end.
+std::string EncodeConfChange(const ConfChange& cc);
+Result<ConfChange> DecodeConfChange(std::string_view data);
 
 }  // namespace engram::raft

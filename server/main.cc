@@ -1,0 +1,290 @@
+// engram: the server binary. Parses etcd's flags, opens the member (src/kv),
+// serves etcd's gRPC API on the client URLs, and shuts down cleanly on
+// SIGTERM/SIGINT.
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "server/config.h"
+#include "server/services.h"
+#include "src/common/failpoint.h"
+#include "src/common/log.h"
+#include "src/kv/server.h"
+
+#ifndef ENGRAM_VERSION
+#define ENGRAM_VERSION "0.0.0"
+#endif
+#ifndef ENGRAM_GIT_SHA
+#define ENGRAM_GIT_SHA "unknown"
+#endif
+
+extern char** environ;
+
+namespace engram::server {
+namespace {
+
+std::string Hex(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%lx", static_cast<unsigned long>(v));
+  return b;
+}
+
+std::vector<std::string> Raw(const std::vector<Url>& urls) {
+  std::vector<std::string> out;
+  for (const auto& u : urls) out.push_back(u.raw);
+  return out;
+}
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *ok = f.good() || f.eof();
+  return ss.str();
+}
+
+// Binds (and listens on) each peer URL so the port is ours, as etcd does. A
+// single member has no peer traffic; the raft transport comes with clustering.
+Result<std::vector<int>> BindPeers(const std::vector<Url>& urls) {
+  std::vector<int> fds;
+  for (const auto& u : urls) {
+    if (u.scheme == "unix" || u.scheme == "unixs") continue;
+    struct addrinfo hints = {}, *res = nullptr;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    std::string port = std::to_string(u.port);
+    if (getaddrinfo(u.host.empty() ? nullptr : u.host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
+      return Status::InvalidArgument("cannot resolve peer URL " + u.raw);
+    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
+      int err = errno;
+      freeaddrinfo(res);
+      if (fd >= 0) ::close(fd);
+      return Status::Unavailable("listen tcp " + u.HostPort() + ": bind: " + std::strerror(err));
+    }
+    freeaddrinfo(res);
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
+int Run(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  std::vector<std::string> env;
+  for (char** e = environ; e && *e; e++) env.emplace_back(*e);
+  auto parsed = ParseCommandLine(args, env);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "engram: %s\n", parsed.status().message().c_str());
+    std::fprintf(stderr, "Try 'engram --help' for more information.\n");
+    return 2;
+  }
+  if (parsed->outcome == ParseOutcome::kHelp) {
+    std::fputs(HelpText().c_str(), stdout);
+    return 0;
+  }
+  if (parsed->outcome == ParseOutcome::kVersion) {
+    std::printf("engram Version: %s\netcd API Version: %s\nGit SHA: %s\nOS/Arch: linux/%s\n", ENGRAM_VERSION,
+                kv::kEtcdApiVersion, ENGRAM_GIT_SHA,
+#if defined(__x86_64__)
+                "amd64"
+#elif defined(__aarch64__)
+                "arm64"
+#else
+                "unknown"
+#endif
+    );
+    return 0;
+  }
+  Config cfg = std::move(parsed->config);
+
+  log::SetLevel(cfg.log_level);
+  log::SetFormat(cfg.logger == "capnslog" ? log::Format::kText : log::Format::kJson);
+  std::string err;
+  if (!log::SetOutputs(cfg.log_outputs, &err)) {
+    std::fprintf(stderr, "engram: %s\n", err.c_str());
+    return 2;
+  }
+  if (!failpoint::LoadFromEnv(&err)) {
+    std::fprintf(stderr, "engram: %s\n", err.c_str());
+    return 2;
+  }
+  for (const auto& n : cfg.notes) LOG_WARN(n);
+  if (!cfg.listen_metrics_urls.empty())
+    LOG_WARN("--listen-metrics-urls is parsed but the metrics listener is not served yet",
+             {{"listen-metrics-urls", Raw(cfg.listen_metrics_urls)}});
+
+  LOG_INFO("configuring peer listeners", {{"listen-peer-urls", Raw(cfg.listen_peer_urls)}});
+  auto peers = BindPeers(cfg.listen_peer_urls);
+  if (!peers.ok()) {
+    LOG_ERROR("failed to listen on peer URLs", {{"error", peers.status().message()}});
+    return 1;
+  }
+  LOG_INFO("configuring client listeners", {{"listen-client-urls", Raw(cfg.listen_client_urls)}});
+
+  auto members = ParseInitialCluster(cfg.initial_cluster);
+  std::vector<std::string> my_peer_urls = Raw(cfg.initial_advertise_peer_urls);
+  std::vector<uint64_t> ids;
+  bool found = false;
+  for (const auto& m : *members) {
+    ids.push_back(ComputeMemberId(m.peer_urls, cfg.initial_cluster_token));
+    if (m.name == cfg.name) found = true;
+  }
+  if (!found) {
+    LOG_ERROR("couldn't find local name in the initial cluster configuration",
+              {{"name", cfg.name}, {"initial-cluster", cfg.initial_cluster}});
+    return 1;
+  }
+  if (members->size() > 1) {
+    LOG_ERROR("engram does not run multi-member clusters yet; --initial-cluster must list only this member",
+              {{"initial-cluster", cfg.initial_cluster}});
+    return 1;
+  }
+
+  kv::Options ko;
+  ko.name = cfg.name;
+  ko.member_dir = cfg.MemberDir();
+  ko.wal_dir = cfg.WalDir();
+  ko.peer_urls = my_peer_urls;
+  ko.client_urls = Raw(cfg.advertise_client_urls);
+  ko.cluster_token = cfg.initial_cluster_token;
+  ko.member_id = ComputeMemberId(my_peer_urls, cfg.initial_cluster_token);
+  ko.cluster_id = ComputeClusterId(ids);
+  ko.snapshot_count = cfg.snapshot_count;
+  ko.catchup_entries = cfg.snapshot_catchup_entries;
+  ko.heartbeat_ms = cfg.heartbeat_ms;
+  ko.election_ms = cfg.election_ms;
+  ko.quota_bytes = cfg.EffectiveQuota();
+  ko.max_request_bytes = cfg.max_request_bytes;
+  ko.max_txn_ops = cfg.max_txn_ops;
+  ko.backend_batch_interval_ms = cfg.backend_batch_interval_ms;
+  ko.backend_batch_limit = cfg.backend_batch_limit;
+
+  LOG_INFO("starting an engram server",
+           {{"engram-version", ENGRAM_VERSION}, {"etcd-api-version", kv::kEtcdApiVersion}, {"git-sha", ENGRAM_GIT_SHA},
+            {"name", cfg.name}, {"data-dir", cfg.data_dir}, {"wal-dir", cfg.wal_dir}, {"member-dir", cfg.MemberDir()},
+            {"snapshot-count", cfg.snapshot_count}, {"heartbeat-interval", std::to_string(cfg.heartbeat_ms) + "ms"},
+            {"election-timeout", std::to_string(cfg.election_ms) + "ms"},
+            {"initial-advertise-peer-urls", my_peer_urls}, {"listen-peer-urls", Raw(cfg.listen_peer_urls)},
+            {"advertise-client-urls", Raw(cfg.advertise_client_urls)},
+            {"listen-client-urls", Raw(cfg.listen_client_urls)}, {"initial-cluster", cfg.initial_cluster},
+            {"initial-cluster-state", cfg.initial_cluster_state},
+            {"initial-cluster-token", cfg.initial_cluster_token},
+            {"quota-backend-bytes", static_cast<int64_t>(cfg.EffectiveQuota())},
+            {"max-request-bytes", cfg.max_request_bytes}, {"max-txn-ops", static_cast<uint64_t>(cfg.max_txn_ops)},
+            {"auto-compaction-mode", cfg.auto_compaction_mode},
+            {"auto-compaction-retention", cfg.auto_compaction_retention}});
+  if (cfg.quota_backend_bytes == 0) {
+    LOG_INFO("enabled backend quota with default value",
+             {{"quota-name", "v3-applier"}, {"quota-size-bytes", static_cast<int64_t>(cfg.EffectiveQuota())}});
+  }
+
+  // Signals are handled by sigwait on this thread; block them everywhere.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  auto kvs = kv::KvServer::Open(ko);
+  if (!kvs.ok()) {
+    LOG_ERROR("failed to start the member", {{"error", kvs.status().ToString()}, {"data-dir", cfg.data_dir}});
+    return 1;
+  }
+  std::unique_ptr<kv::KvServer> kv = std::move(*kvs);
+
+  Services services(kv.get());
+  grpc::ServerBuilder builder;
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::InsecureServerCredentials();
+  bool any_tls = false;
+  for (const auto& u : cfg.listen_client_urls) any_tls |= u.Tls();
+  if (any_tls) {
+    grpc::SslServerCredentialsOptions so(cfg.client_tls.client_cert_auth
+                                             ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+                                             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+    bool ok1, ok2, ok3 = true;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair kp{ReadFile(cfg.client_tls.key_file, &ok1),
+                                                         ReadFile(cfg.client_tls.cert_file, &ok2)};
+    if (!cfg.client_tls.trusted_ca_file.empty()) so.pem_root_certs = ReadFile(cfg.client_tls.trusted_ca_file, &ok3);
+    if (!ok1 || !ok2 || !ok3 || kp.private_key.empty() || kp.cert_chain.empty()) {
+      LOG_ERROR("cannot read the client TLS key/cert files",
+                {{"cert-file", cfg.client_tls.cert_file}, {"key-file", cfg.client_tls.key_file}});
+      kv->Stop();
+      return 1;
+    }
+    so.pem_key_cert_pairs.push_back(kp);
+    creds = grpc::SslServerCredentials(so);
+  }
+  std::vector<int> ports(cfg.listen_client_urls.size(), 0);
+  for (size_t i = 0; i < cfg.listen_client_urls.size(); i++) {
+    const Url& u = cfg.listen_client_urls[i];
+    std::string addr = (u.scheme == "unix" || u.scheme == "unixs") ? "unix:" + u.host : u.HostPort();
+    builder.AddListeningPort(addr, u.Tls() ? creds : grpc::InsecureServerCredentials(), &ports[i]);
+  }
+  // etcd's limits: requests up to --max-request-bytes plus gRPC overhead get
+  // "etcdserver: request is too large" from the core; beyond, gRPC refuses.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(cfg.max_request_bytes + 512 * 1024));
+  builder.SetMaxSendMessageSize(INT32_MAX);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(std::min<uint64_t>(cfg.max_concurrent_streams, INT32_MAX)));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             static_cast<int>(cfg.grpc_keepalive_min_time_ms));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (cfg.grpc_keepalive_interval_ms > 0)
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(std::min<uint64_t>(cfg.grpc_keepalive_interval_ms, INT32_MAX)));
+  if (cfg.grpc_keepalive_timeout_ms > 0)
+    builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(cfg.grpc_keepalive_timeout_ms));
+  services.Register(builder);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  bool bound = grpc_server != nullptr;
+  for (int p : ports) bound &= p != 0;
+  if (!bound) {
+    LOG_ERROR("failed to listen on client URLs (is the port in use?)",
+              {{"listen-client-urls", Raw(cfg.listen_client_urls)}});
+    if (grpc_server) grpc_server->Shutdown();
+    kv->Stop();
+    return 1;
+  }
+  for (const auto& u : cfg.listen_client_urls) {
+    if (!u.Tls())
+      LOG_INFO("serving client traffic insecurely; this is strongly discouraged!", {{"address", u.HostPort()}});
+    else
+      LOG_INFO("serving client traffic securely", {{"address", u.HostPort()}});
+  }
+  LOG_INFO("ready to serve client requests");
+  LOG_INFO("now serving peer/client/metrics",
+           {{"local-member-id", Hex(kv->member_id())}, {"advertise-client-urls", Raw(cfg.advertise_client_urls)},
+            {"listen-client-urls", Raw(cfg.listen_client_urls)}, {"listen-peer-urls", Raw(cfg.listen_peer_urls)}});
+
+  int sig = 0;
+  sigwait(&sigs, &sig);
+  LOG_INFO("received signal; shutting down", {{"signal", sig == SIGTERM ? "TERM" : "INT"}});
+  // Stop accepting; give in-flight RPCs a moment to finish, then cancel them.
+  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  kv->Stop();
+  grpc_server->Wait();
+  for (int fd : *peers) ::close(fd);
+  LOG_INFO("stopped server", {{"local-member-id", Hex(kv->member_id())}});
+  return 0;
+}
+
+}  // namespace
+}  // namespace engram::server
+
+int main(int argc, char** argv) { return engram::server::Run(argc, argv); }

@@ -1,0 +1,146 @@
+#include "server/services.h"
+
+#include "src/kv/errors.h"
+
+namespace engram::server {
+
+grpc::Status ToGrpc(const Status& s) {
+  using grpc::StatusCode;
+  StatusCode c;
+  switch (s.code()) {
+    case Code::kOk: return grpc::Status::OK;
+    case Code::kInvalidArgument: c = StatusCode::INVALID_ARGUMENT; break;
+    case Code::kNotFound: c = StatusCode::NOT_FOUND; break;
+    case Code::kOutOfRange: c = StatusCode::OUT_OF_RANGE; break;
+    case Code::kFailedPrecondition: c = StatusCode::FAILED_PRECONDITION; break;
+    case Code::kResourceExhausted: c = StatusCode::RESOURCE_EXHAUSTED; break;
+    case Code::kUnavailable: c = StatusCode::UNAVAILABLE; break;
+    case Code::kUnimplemented: c = StatusCode::UNIMPLEMENTED; break;
+    case Code::kCancelled: c = StatusCode::CANCELLED; break;
+    case Code::kDeadlineExceeded: c = StatusCode::DEADLINE_EXCEEDED; break;
+    case Code::kDataLoss:
+    case Code::kCorruption: c = StatusCode::DATA_LOSS; break;
+    case Code::kAborted: c = StatusCode::ABORTED; break;
+    default: c = StatusCode::INTERNAL; break;
+  }
+  return grpc::Status(c, s.message());
+}
+
+namespace {
+
+// Finishes a unary reactor once the core is done; fills the header on success.
+template <class Resp>
+kv::KvServer::Done Finisher(kv::KvServer* kv, grpc::ServerUnaryReactor* r, Resp* resp) {
+  return [kv, r, resp](const Status& s) {
+    if (s.ok()) kv->FillHeader(resp->mutable_header());
+    r->Finish(ToGrpc(s));
+  };
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KVService::Range(grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
+                                           etcdserverpb::RangeResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(kv_->Range(*req, resp)));
+  return r;
+}
+
+grpc::ServerUnaryReactor* KVService::Put(grpc::CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
+                                         etcdserverpb::PutResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv_->Put(req, resp, Finisher(kv_, r, resp));
+  return r;
+}
+
+grpc::ServerUnaryReactor* KVService::DeleteRange(grpc::CallbackServerContext* ctx,
+                                                 const etcdserverpb::DeleteRangeRequest* req,
+                                                 etcdserverpb::DeleteRangeResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv_->DeleteRange(req, resp, Finisher(kv_, r, resp));
+  return r;
+}
+
+grpc::ServerUnaryReactor* KVService::Txn(grpc::CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
+                                         etcdserverpb::TxnResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv_->Txn(req, resp, Finisher(kv_, r, resp));
+  return r;
+}
+
+grpc::ServerUnaryReactor* KVService::Compact(grpc::CallbackServerContext* ctx,
+                                             const etcdserverpb::CompactionRequest* req,
+                                             etcdserverpb::CompactionResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv_->Compact(req, resp, Finisher(kv_, r, resp));
+  return r;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext* ctx,
+                                                     const etcdserverpb::StatusRequest*,
+                                                     etcdserverpb::StatusResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv::StatusInfo st = kv_->GetStatus();
+  kv_->FillHeader(resp->mutable_header());
+  resp->set_version(kv::kEtcdApiVersion);
+  resp->set_dbsize(st.db_size);
+  resp->set_leader(st.leader);
+  resp->set_raftindex(st.commit_index);
+  resp->set_raftterm(st.term);
+  resp->set_raftappliedindex(st.applied_index);
+  resp->set_dbsizeinuse(st.db_size_in_use);
+  resp->set_islearner(false);
+  resp->set_storageversion(kv::kStorageVersion);
+  resp->set_dbsizequota(kv_->options().quota_bytes);
+  r->Finish(grpc::Status::OK);
+  return r;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext* ctx,
+                                                    const etcdserverpb::AlarmRequest* req,
+                                                    etcdserverpb::AlarmResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  switch (req->action()) {
+    case etcdserverpb::AlarmRequest::GET:
+    case etcdserverpb::AlarmRequest::DEACTIVATE:
+      // No alarm can be raised yet (quota alarms come with the NOSPACE work),
+      // so the list is empty and there is nothing to disarm.
+      kv_->FillHeader(resp->mutable_header());
+      r->Finish(grpc::Status::OK);
+      break;
+    default:
+      r->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "etcdserver: alarm activation is not supported yet"));
+  }
+  return r;
+}
+
+grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* ctx,
+                                                     const etcdserverpb::MemberListRequest*,
+                                                     etcdserverpb::MemberListResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  kv_->FillHeader(resp->mutable_header());
+  resp->mutable_header()->set_revision(0);  // etcd leaves the revision out of member responses
+  for (const auto& m : kv_->Members()) {
+    auto* pm = resp->add_members();
+    pm->set_id(m.id);
+    pm->set_name(m.name);
+    for (const auto& u : m.peer_urls) pm->add_peerurls(u);
+    for (const auto& u : m.client_urls) pm->add_clienturls(u);
+    pm->set_islearner(m.is_learner);
+  }
+  r->Finish(grpc::Status::OK);
+  return r;
+}
+
+Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv) {}
+
+void Services::Register(grpc::ServerBuilder& b) {
+  b.RegisterService(&kv_);
+  b.RegisterService(&maintenance_);
+  b.RegisterService(&cluster_);
+  b.RegisterService(&watch_);
+  b.RegisterService(&lease_);
+  b.RegisterService(&auth_);
+}
+
+}  // namespace engram::server

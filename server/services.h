@@ -1,0 +1,76 @@
+// gRPC services (callback API): decode, call the core (src/kv), map Status to
+// gRPC status with etcd's codes and texts. No logic of their own beyond that.
+//
+// Served: KV (all), Maintenance.Status and Maintenance.Alarm (list; there are
+// no alarms to raise yet), Cluster.MemberList. Every other method of etcd's
+// services answers UNIMPLEMENTED (the generated base class does that).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "src/kv/server.h"
+
+namespace engram::server {
+
+grpc::Status ToGrpc(const Status& s);
+
+class KVService final : public etcdserverpb::KV::CallbackService {
+ public:
+  explicit KVService(kv::KvServer* kv) : kv_(kv) {}
+  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext*, const etcdserverpb::RangeRequest*,
+                                  etcdserverpb::RangeResponse*) override;
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext*, const etcdserverpb::PutRequest*,
+                                etcdserverpb::PutResponse*) override;
+  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext*, const etcdserverpb::DeleteRangeRequest*,
+                                        etcdserverpb::DeleteRangeResponse*) override;
+  grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext*, const etcdserverpb::TxnRequest*,
+                                etcdserverpb::TxnResponse*) override;
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext*, const etcdserverpb::CompactionRequest*,
+                                    etcdserverpb::CompactionResponse*) override;
+
+ private:
+  kv::KvServer* kv_;
+};
+
+class MaintenanceService final : public etcdserverpb::Maintenance::CallbackService {
+ public:
+  explicit MaintenanceService(kv::KvServer* kv) : kv_(kv) {}
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext*, const etcdserverpb::StatusRequest*,
+                                   etcdserverpb::StatusResponse*) override;
+  grpc::ServerUnaryReactor* Alarm(grpc::CallbackServerContext*, const etcdserverpb::AlarmRequest*,
+                                  etcdserverpb::AlarmResponse*) override;
+
+ private:
+  kv::KvServer* kv_;
+};
+
+class ClusterService final : public etcdserverpb::Cluster::CallbackService {
+ public:
+  explicit ClusterService(kv::KvServer* kv) : kv_(kv) {}
+  grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext*, const etcdserverpb::MemberListRequest*,
+                                       etcdserverpb::MemberListResponse*) override;
+
+ private:
+  kv::KvServer* kv_;
+};
+
+// Registers etcd's services on a builder; owns the service objects.
+class Services {
+ public:
+  explicit Services(kv::KvServer* kv);
+  void Register(grpc::ServerBuilder& b);
+
+ private:
+  KVService kv_;
+  MaintenanceService maintenance_;
+  ClusterService cluster_;
+  etcdserverpb::Watch::CallbackService watch_;      // UNIMPLEMENTED until watch lands
+  etcdserverpb::Lease::CallbackService lease_;      // UNIMPLEMENTED until leases land
+  etcdserverpb::Auth::CallbackService auth_;        // UNIMPLEMENTED until auth lands
+};
+
+}  // namespace engram::server

@@ -1,0 +1,51 @@
+// The state machine: how committed requests change the MVCC store, and how
+// ranges and transactions are evaluated (etcd's applierV3backend semantics:
+// range filtering/sorting/limit, txn compares and branch selection, nested
+// txns, put with prev_kv/ignore_value/ignore_lease, delete with prev_kv).
+//
+// Threading: ApplyWrite runs on the apply thread only. ExecRange/ExecReadTxn
+// run on any thread against a fixed-revision read view of the store.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "etcdserverpb/rpc.pb.h"
+#include "src/common/status.h"
+#include "src/mvcc/store.h"
+
+namespace engram::kv {
+
+// Read view of the store at one revision (0 = the revision when created).
+class StoreView {
+ public:
+  StoreView(const mvcc::Store* store, int64_t rev) : store_(store), rev_(rev) {}
+  Result<mvcc::RangeResult> Range(std::string_view key, std::string_view end, mvcc::RangeOptions o) {
+    if (o.rev == 0) o.rev = rev_;
+    return store_->Range(key, end, o);
+  }
+  int64_t Rev() const { return rev_; }
+  int64_t CompactRev() const { return store_->CompactRev(); }
+
+ private:
+  const mvcc::Store* store_;
+  int64_t rev_;
+};
+
+// Serves a Range request from a read view. Fills everything but the header's
+// cluster/member/term (the caller's), including header.revision.
+Status ExecRange(StoreView& view, const etcdserverpb::RangeRequest& r, etcdserverpb::RangeResponse* resp);
+// Serves a read-only Txn from a read view.
+Status ExecReadTxn(StoreView& view, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp);
+
+// Applies one write request inside the apply batch. Returns the request's
+// outcome (an apply-time error such as "requested lease not found" is a value,
+// not a crash); response fields are filled only on success.
+Status ApplyPut(mvcc::Store::Batch& b, const etcdserverpb::PutRequest& r, etcdserverpb::PutResponse* resp);
+Status ApplyDeleteRange(mvcc::Store::Batch& b, const etcdserverpb::DeleteRangeRequest& r,
+                        etcdserverpb::DeleteRangeResponse* resp);
+Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp);
+Status ApplyCompaction(mvcc::Store::Batch& b, const mvcc::Store& store, const etcdserverpb::CompactionRequest& r,
+                       etcdserverpb::CompactionResponse* resp);
+
+}  // namespace engram::kv

@@ -1,0 +1,235 @@
+// KvServer: one Engram member's core, without any network code.
+//
+// The write path (docs/architecture.md has the picture):
+//
+//   caller thread         raft thread                      apply thread
+//   -------------         -----------                      ------------
+//   validate, encode  ->  queue -> RawNode::Propose  ...
+//   Propose()             GetReady: WAL Append (all
+//                         queued proposals) + ONE
+//                         fdatasync (group commit),
+//                         MemoryStorage, Advance   ->  committed entries ->
+//                                                      one LMDB write txn per
+//                                                      batch, applied index in
+//                                                      the same txn; commit;
+//                                                      publish revision; reply
+//
+// Replies are sent after apply, so a write a client saw acknowledged is both
+// in the fsynced WAL and visible to every later read. LMDB commits do not
+// fsync (MDB_NOSYNC); a backend syncer thread makes them durable every
+// --backend-batch-interval (or --backend-batch-limit entries), and only then
+// may WAL segments below the durable applied index (minus
+// --snapshot-catchup-entries) be released, every --snapshot-count entries.
+// After a crash the store's applied index says where WAL replay starts, so no
+// entry is applied twice or skipped.
+//
+// Reads are served from the MVCC store on the caller's thread. On a
+// single-voter cluster the leader has applied every write it acknowledged, so
+// a local read is linearizable; with more members, linearizable reads will go
+// through raft's ReadIndex (WaitLinearizable is the seam).
+//
+// Thread-safety: all public methods are thread-safe.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "engrampb/internal.pb.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "src/common/probe.h"
+#include "src/common/status.h"
+#include "src/mvcc/store.h"
+#include "src/raft/raw_node.h"
+#include "src/wal/wal.h"
+
+namespace engram::kv {
+
+// The etcd API level Engram implements (Status.version, cluster version).
+inline constexpr const char* kEtcdApiVersion = "3.6.0";
+inline constexpr const char* kClusterVersion = "3.6";
+inline constexpr const char* kStorageVersion = "3.6.0";
+
+struct Options {
+  std::string name;
+  std::string member_dir;  // <data-dir>/member
+  std::string wal_dir;     // <data-dir>/member/wal unless --wal-dir
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+  std::string cluster_token = "etcd-cluster";
+  uint64_t member_id = 0;   // computed from peer URLs + token when bootstrapping
+  uint64_t cluster_id = 0;
+
+  uint64_t snapshot_count = 100000;
+  uint64_t catchup_entries = 5000;
+  uint32_t heartbeat_ms = 100;
+  uint32_t election_ms = 1000;
+  int64_t quota_bytes = 2147483648LL;
+  uint64_t max_request_bytes = 1572864;
+  uint32_t max_txn_ops = 128;
+  uint64_t backend_batch_interval_ms = 100;
+  uint64_t backend_batch_limit = 10000;
+  uint64_t wal_segment_bytes = 64ull << 20;
+};
+
+// What the server counts (read by exporter/).
+struct ServerProbe {
+  Gauge proposals_pending;
+  Counter proposals_failed;
+  Gauge proposals_committed;  // commit index
+  Gauge proposals_applied;    // applied index
+  Counter slow_apply;
+  Gauge has_leader, is_leader;
+  Counter leader_changes;
+  Histogram apply_seconds{BucketsB12()};
+};
+
+struct MemberInfo {
+  uint64_t id = 0;
+  std::string name;
+  std::vector<std::string> peer_urls;
+  std::vector<std::string> client_urls;
+  bool is_learner = false;
+};
+
+struct StatusInfo {
+  uint64_t leader = 0;
+  uint64_t term = 0;
+  uint64_t commit_index = 0;
+  uint64_t applied_index = 0;
+  int64_t db_size = 0;
+  int64_t db_size_in_use = 0;
+  int64_t revision = 0;
+};
+
+class KvServer {
+ public:
+  // Opens (or bootstraps) the member: locks the data dir, opens the store and
+  // the WAL, replays, starts the raft, apply and syncer threads, campaigns, and
+  // returns once the member has published itself and applied everything the
+  // WAL held (ready to serve).
+  static Result<std::unique_ptr<KvServer>> Open(const Options& opts);
+  ~KvServer();
+
+  // Stops accepting proposals, fails queued ones with "server stopped", drains
+  // the apply loop, syncs the store and the WAL. Idempotent.
+  void Stop();
+
+  // ---- writes: asynchronous; done runs on the apply thread after apply ----
+  using Done = std::function<void(const Status&)>;
+  // The request and response objects must stay alive until done runs.
+  void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done);
+  void DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp, Done done);
+  // Read-only txns are served locally (synchronously, done runs before return).
+  void Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done);
+  void Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp, Done done);
+
+  // ---- reads: synchronous ----
+  Status Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp);
+
+  // Fills cluster_id, member_id, raft_term, and revision if it is 0.
+  void FillHeader(etcdserverpb::ResponseHeader* h) const;
+
+  StatusInfo GetStatus() const;
+  std::vector<MemberInfo> Members() const;
+  uint64_t member_id() const { return member_id_; }
+  uint64_t cluster_id() const { return cluster_id_; }
+  const Options& options() const { return opts_; }
+  const mvcc::Store& store() const { return *store_; }
+
+  ServerProbe& probe() { return probe_; }
+  wal::WalProbe& wal_probe() { return wal_probe_; }
+  mvcc::MvccProbe& mvcc_probe() { return mvcc_probe_; }
+
+ private:
+  struct Proposal {
+    uint64_t id = 0;
+    std::string data;  // encoded engrampb.InternalRequest
+    // For local proposals, the caller's objects (the apply thread uses the
+    // request as is instead of decoding data).
+    const google::protobuf::Message* req = nullptr;
+    google::protobuf::Message* resp = nullptr;
+    engrampb::InternalRequest::RequestCase kind = engrampb::InternalRequest::REQUEST_NOT_SET;
+    Done done;
+  };
+
+  explicit KvServer(const Options& opts);
+  Status Init();
+  void Propose(Proposal p);
+  template <class Req>
+  void ProposeRequest(engrampb::InternalRequest::RequestCase kind, int field, const Req* req,
+                      google::protobuf::Message* resp, Done done);
+  Status ProposeAndWait(engrampb::InternalRequest ir);
+
+  void RaftLoop();
+  void ApplyLoop();
+  void SyncLoop();
+  void ApplyEntries(std::vector<raft::Entry>& entries);
+  Status ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, Proposal* local);
+  void ApplyConfChange(mvcc::Store::Batch& b, const raft::Entry& e);
+  Status ApplyInternal(mvcc::Store::Batch& b, const engrampb::InternalRequest& ir, const google::protobuf::Message* req,
+                       google::protobuf::Message* resp);
+  bool WaitApplied(uint64_t index, int timeout_ms);
+  void LoadMembers();
+
+  const Options opts_;
+  uint64_t member_id_ = 0, cluster_id_ = 0;
+  int lock_fd_ = -1;
+
+  ServerProbe probe_;
+  wal::WalProbe wal_probe_;
+  mvcc::MvccProbe mvcc_probe_;
+
+  std::unique_ptr<mvcc::Store> store_;
+  std::unique_ptr<wal::Wal> wal_;                    // raft thread only (after Init)
+  std::unique_ptr<raft::MemoryStorage> storage_;
+  std::unique_ptr<raft::RawNode> node_;              // raft thread only (after Init)
+
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> term_{0}, leader_{0}, commit_{0};
+  std::atomic<uint64_t> applied_{0};
+  std::atomic<uint64_t> synced_applied_{0};
+  std::atomic<uint64_t> release_to_{0};  // set by the syncer, done by the raft thread
+  std::atomic<bool> stopping_{false};
+
+  // Proposal queue (callers -> raft thread).
+  std::mutex prop_mu_;
+  std::condition_variable prop_cv_;
+  std::vector<Proposal> prop_queue_;  // guarded by prop_mu_
+  bool raft_wakeup_ = false;          // guarded by prop_mu_
+
+  // Waiting proposals by id (raft thread inserts, apply thread removes).
+  std::mutex wait_mu_;
+  std::unordered_map<uint64_t, Proposal> waiting_;  // guarded by wait_mu_
+
+  // Committed entries (raft thread -> apply thread).
+  std::mutex apply_mu_;
+  std::condition_variable apply_cv_;
+  std::vector<raft::Entry> apply_queue_;  // guarded by apply_mu_
+  bool apply_done_ = false;               // guarded by apply_mu_
+
+  // Applied-index waiters.
+  std::mutex applied_mu_;
+  std::condition_variable applied_cv_;
+
+  // Syncer.
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  bool sync_stop_ = false;  // guarded by sync_mu_
+
+  mutable std::mutex members_mu_;
+  std::vector<MemberInfo> members_;  // guarded by members_mu_
+  std::string cluster_version_;      // guarded by members_mu_
+
+  std::thread raft_thread_, apply_thread_, sync_thread_;
+  std::once_flag stop_once_;
+};
+
+}  // namespace engram::kv
