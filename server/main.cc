@@ -174,6 +174,12 @@ int Run(int argc, char** argv) {
   ko.max_txn_ops = cfg.max_txn_ops;
   ko.backend_batch_interval_ms = cfg.backend_batch_interval_ms;
   ko.backend_batch_limit = cfg.backend_batch_limit;
+  auto spec = kv::ParseCompaction(cfg.auto_compaction_mode, cfg.auto_compaction_retention);
+  if (!spec.ok()) {
+    std::fprintf(stderr, "engram: %s\n", spec.status().message().c_str());
+    return 2;
+  }
+  ko.compaction = *spec;
 
   LOG_INFO("starting an engram server",
            {{"engram-version", ENGRAM_VERSION}, {"etcd-api-version", kv::kEtcdApiVersion}, {"git-sha", ENGRAM_GIT_SHA},

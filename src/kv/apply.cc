@@ -206,6 +206,8 @@ Status ExecTxnOps(Ctx& ctx, const etcdserverpb::TxnRequest& t, const std::vector
         ENGRAM_RETURN_IF_ERROR(ctx.Delete(op.request_delete_range(), ro->mutable_response_delete_range()));
         break;
       case RequestOp::kRequestTxn:
+        // etcd gives a nested txn response an empty header (no revision).
+        ro->mutable_response_txn()->mutable_header();
         ENGRAM_RETURN_IF_ERROR(ExecTxnOps(ctx, op.request_txn(), path, pos, ro->mutable_response_txn()));
         break;
       default:

@@ -294,6 +294,18 @@ Status KvServer::Init() {
   } else {
     LOG_INFO("enabled capabilities for version", {{"cluster-version", kClusterVersion}});
   }
+  if (opts_.compaction.enabled()) {
+    compactor_ = std::make_unique<Compactor>(
+        opts_.compaction, [this] { return store_->Rev(); },
+        [this](int64_t rev) {
+          engrampb::InternalRequest ir;
+          ir.mutable_compaction()->set_revision(rev);
+          return ProposeAndWait(std::move(ir));
+        });
+    LOG_INFO("enabled auto compaction", {{"mode", opts_.compaction.mode},
+                                         {"retention-ms", static_cast<int64_t>(opts_.compaction.period.count())},
+                                         {"retention-revisions", opts_.compaction.revisions}});
+  }
   return Status::OK();
 }
 
@@ -787,6 +799,7 @@ void KvServer::SyncLoop() {
 
 void KvServer::Stop() {
   std::call_once(stop_once_, [this] {
+    if (compactor_) compactor_->Stop();
     {
       std::lock_guard<std::mutex> lk(prop_mu_);
       stopping_.store(true);

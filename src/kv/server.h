@@ -46,6 +46,7 @@
 #include "etcdserverpb/rpc.pb.h"
 #include "src/common/probe.h"
 #include "src/common/status.h"
+#include "src/kv/compactor.h"
 #include "src/mvcc/store.h"
 #include "src/raft/raw_node.h"
 #include "src/wal/wal.h"
@@ -77,6 +78,7 @@ struct Options {
   uint64_t backend_batch_interval_ms = 100;
   uint64_t backend_batch_limit = 10000;
   uint64_t wal_segment_bytes = 64ull << 20;
+  CompactionSpec compaction;  // auto compaction; disabled by default
 };
 
 // What the server counts (read by exporter/).
@@ -228,6 +230,7 @@ class KvServer {
   std::vector<MemberInfo> members_;  // guarded by members_mu_
   std::string cluster_version_;      // guarded by members_mu_
 
+  std::unique_ptr<Compactor> compactor_;
   std::thread raft_thread_, apply_thread_, sync_thread_;
   std::once_flag stop_once_;
 };

@@ -186,6 +186,7 @@ Status Store::OpenEnv() {
   if ((rc = mdb_get(t, meta_dbi_, &k, &v)) == 0) {
     if (!DecodeMetaU64(v, &n)) return fail(Status::Corruption("mvcc: bad " + std::string(format::kMetaCompactRev)));
     compact_rev_.store(static_cast<int64_t>(n));
+    compacted_once_.store(true);
   } else if (rc != MDB_NOTFOUND) {
     return fail(MdbError("get compact revision", rc));
   }
@@ -530,7 +531,8 @@ Store::Batch::Txn Store::Batch::Begin() {
 
 Status Store::Batch::Compact(int64_t rev) {
   ENGRAM_CHECK(txn_ != nullptr && !in_txn_, "mvcc: compact outside an open batch or inside a request");
-  if (rev <= CompactRev()) return Status::OutOfRange(kCompacted);
+  const bool compacted = s_->compacted_once_.load() || compact_pending_set_;
+  if (compacted ? rev <= CompactRev() : rev < 0) return Status::OutOfRange(kCompacted);
   if (rev > rev_) return Status::OutOfRange(kFutureRev);
   std::string v = format::EncodeU64(static_cast<uint64_t>(rev));
   MDB_val k = Val(format::kMetaCompactRev), mv = Val(v);
@@ -541,6 +543,7 @@ Status Store::Batch::Compact(int64_t rev) {
     return st;
   }
   pending_compact_ = rev;
+  compact_pending_set_ = true;
   return Status::OK();
 }
 
@@ -601,6 +604,7 @@ Status Store::Batch::Commit(uint64_t consistent_index) {
   s_->probe_->keys_total.Set(s_->live_keys_);
   undo_.clear();
   Finish();
+  if (compact_pending_set_) s_->compacted_once_.store(true);
   if (pending_compact_ > 0) {
     if (FAILPOINT("mvcc-before-compaction")) return Status::OK();  // as if it crashed here
     s_->CompactIndexAndDelete(pending_compact_, false);

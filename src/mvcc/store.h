@@ -223,6 +223,9 @@ class Store {
   KeyIndex index_;
   std::atomic<int64_t> rev_{1};            // published after each commit (release)
   std::atomic<int64_t> compact_rev_{0};    // changed under mu_ exclusive
+  // False until the first compaction is recorded: etcd starts with compact
+  // revision -1, so the very first Compact(0) succeeds.
+  std::atomic<bool> compacted_once_{false};
   std::atomic<uint64_t> consistent_index_{0};
 
   mutable std::mutex pool_mu_;
@@ -319,6 +322,7 @@ class Store::Batch {
   int64_t rev_;               // revision after the requests ended so far
   bool in_txn_ = false;
   int64_t pending_compact_ = 0;
+  bool compact_pending_set_ = false;
   int64_t live_delta_ = 0;
   Status sticky_;             // first write error: Commit refuses and aborts
   std::vector<UndoEntry> undo_;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <lmdb.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -901,6 +902,35 @@ TEST_F(StoreTest, RejectsForeignFormat) {
   auto r = Store::Open(o);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), Code::kCorruption);
+}
+
+}  // namespace
+}  // namespace engram::mvcc
+
+namespace engram::mvcc {
+namespace {
+
+// etcd starts with compact revision -1: the first Compact(0) succeeds, a
+// second one is "compacted", and the state survives a reopen.
+TEST(StoreCompactZero, FirstCompactAtZeroSucceedsOnce) {
+  std::string dir = ::testing::TempDir() + "/mvcc-compact-zero-" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  {
+    auto s = Store::Open(Options{dir});
+    ASSERT_TRUE(s.ok());
+    auto b = (*s)->BeginBatch();
+    EXPECT_TRUE(b->Compact(0).ok());
+    ASSERT_TRUE(b->Commit(1).ok());
+    auto b2 = (*s)->BeginBatch();
+    EXPECT_EQ(Code::kOutOfRange, b2->Compact(0).code());
+    b2->Abort();
+  }
+  auto s = Store::Open(Options{dir});
+  ASSERT_TRUE(s.ok());
+  auto b = (*s)->BeginBatch();
+  EXPECT_EQ(Code::kOutOfRange, b->Compact(0).code());
+  b->Abort();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -548,6 +548,17 @@ class Pair(object):
         for s in (self.ref, self.sut):
             s.cleanup()
 
+    def restart(self, kill=False):
+        """Stop both (SIGTERM, or SIGKILL with kill=True) and start them again on
+        their data dirs.  Returns the two exit codes (ref, sut)."""
+        codes = tuple(s.kill() if kill else s.stop() for s in (self.ref, self.sut))
+        for s in (self.ref, self.sut):
+            s.start(wait=False)
+        for s in (self.ref, self.sut):
+            s.wait_ready()
+            s.discover_ids()
+        return codes
+
     def run(self, *args, stdin=None, out_normaliser=None, protobuf=False):
         args = [str(a) for a in args]
         # both at once: the servers are independent, and it halves the wall time
