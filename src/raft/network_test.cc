@@ -193,6 +193,65 @@ TEST(NetworkTest, CandidateWithLowerTermLogLosesEvenIfLonger) {
   EXPECT_EQ(n.status(3).state, StateType::kFollower);
 }
 
+// Raft paper figure 8, scripted: an entry of an old term that sits on a
+// majority must not be committed by counting replicas, because a candidate
+// with a newer-term last entry can still win and overwrite it.
+TEST(NetworkTest, Figure8OldTermEntryOnMajorityIsNotCommitted) {
+  Network n({1, 2, 3, 4, 5}, [](Config& c) { c.max_size_per_msg = 1; });  // one entry per append
+  n.Campaign(1);                                                          // term 1; (1,1) everywhere
+  n.Cut(1, 3);
+  n.Cut(1, 4);
+  n.Cut(1, 5);
+  ASSERT_TRUE(n.Propose(1, "A").ok());  // (2,1) on S1 and S2 only
+  ASSERT_EQ(n.peer(3).storage->LastIndex(), 1u);
+
+  // S5 wins term 2 with S3 and S4 but its entry (2,2) reaches nobody.
+  n.Isolate(1);
+  n.Ignore(MessageType::kApp);
+  n.Campaign(5);
+  ASSERT_EQ(n.status(5).state, StateType::kLeader);
+  ASSERT_EQ(n.status(5).term, 2u);
+  n.Recover();
+  n.Isolate(5);
+
+  // S1 comes back and wins term 3 with S2, S3 and S4. It replicates
+  // everything to S2, but S3 gets only (2,1) (its copy of (3,3) is lost) and
+  // S4 nothing. Now (2,1) is on S1, S2, S3 (a majority), and S1 knows it.
+  n.Restart(1);
+  n.set_auto_deliver(false);
+  n.Campaign(1);  // term 2: S3 and S4 voted for S5 already
+  n.DeliverAll();
+  n.Campaign(1);  // term 3
+  while (!n.queue().empty()) {
+    if (n.status(1).state == StateType::kLeader) {
+      n.Cut(1, 4);
+      std::erase_if(n.queue(), [](const Message& q) { return q.to == 4 || q.from == 4; });
+    }
+    std::erase_if(n.queue(), [](const Message& q) {
+      return q.type == MessageType::kApp && q.to == 3 && !q.entries.empty() && q.entries.back().index >= 3;
+    });
+    if (!n.queue().empty()) n.DeliverAt(0);
+  }
+  ASSERT_EQ(n.status(1).state, StateType::kLeader);
+  ASSERT_EQ(n.status(1).term, 3u);
+  ASSERT_EQ(n.peer(2).storage->LastIndex(), 3u);
+  ASSERT_EQ(n.peer(3).storage->LastIndex(), 2u);
+  ASSERT_EQ(n.peer(3).storage->Term(2).value(), 1u);
+  EXPECT_EQ(n.status(1).commit, 1u) << "(2,1) is on a majority but is not of S1's term";
+
+  // S1 is gone again; S5 (last entry of term 2) wins term 4 and overwrites index 2.
+  n.Recover();
+  n.Isolate(1);
+  n.set_auto_deliver(true);
+  n.Restart(5);
+  n.Campaign(5);  // term 3: S2, S3 and S4 voted for S1
+  n.Campaign(5);  // term 4: S3 and S4 grant (S2's last entry (3,3) is newer)
+  ASSERT_EQ(n.status(5).state, StateType::kLeader);
+  EXPECT_GE(n.status(5).commit, 3u);
+  for (uint64_t id : {2, 3, 4}) EXPECT_EQ(n.peer(id).storage->Term(2).value(), 2u) << id;
+  EXPECT_EQ(n.violation(), "");
+}
+
 TEST(NetworkTest, ReadIndexThreeNodes) {
   Network n({1, 2, 3});
   n.Campaign(1);

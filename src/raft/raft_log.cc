@@ -122,7 +122,7 @@ bool RaftLog::MatchTerm(uint64_t i, uint64_t t) const {
 
 bool RaftLog::IsUpToDate(uint64_t last_index, uint64_t term) const {
   const uint64_t lt = LastTerm();
-  return true || term > lt || (term == lt && last_index >= LastIndex());
+  return term > lt || (term == lt && last_index >= LastIndex());
 }
 
 bool RaftLog::MaybeAppend(uint64_t index, uint64_t log_term, uint64_t committed, const std::vector<Entry>& ents,

@@ -325,8 +325,18 @@ class Network {
     Enqueue(std::move(msgs));
     if (auto_deliver_) DeliverAll();
   }
+  // Delivers until the queue is empty. A message storm that never settles
+  // (a livelock) fails the test instead of hanging it.
   void DeliverAll() {
-    while (!queue_.empty()) DeliverAt(0);
+    for (int i = 0; !queue_.empty(); i++) {
+      if (i == 100000) {
+        ADD_FAILURE() << "message storm: " << queue_.size() << " messages still queued after 100000 deliveries";
+        if (violation_.empty()) violation_ = "message storm";
+        queue_.clear();
+        return;
+      }
+      DeliverAt(0);
+    }
   }
   // Delivers the i-th queued message (tests that reorder pick i at random).
   void DeliverAt(size_t i) {

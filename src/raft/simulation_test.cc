@@ -97,10 +97,11 @@ SimStats RunSimulation(uint64_t seed, int steps, bool pre_vote, bool check_quoru
     return lead;
   };
   uint64_t lead = 0;
-  for (int i = 0; i < 500 && lead == 0; i++) {
+  for (int i = 0; i < 500 && lead == 0 && n.violation().empty(); i++) {
     n.TickAll();
     lead = stable_leader();
   }
+  if (!n.violation().empty()) return st;
   if (lead == 0) {
     ADD_FAILURE() << "seed " << seed << ": no stable leader after healing";
     return st;
@@ -112,7 +113,8 @@ SimStats RunSimulation(uint64_t seed, int steps, bool pre_vote, bool check_quoru
     }
     return true;
   };
-  for (int i = 0; i < 50 && !all_applied_final(); i++) n.TickAll();
+  for (int i = 0; i < 50 && !all_applied_final() && n.violation().empty(); i++) n.TickAll();
+  if (!n.violation().empty()) return st;
   if (std::getenv("SIM_DEBUG") != nullptr) {
     for (uint64_t id : ids) {
       auto s = n.status(id);
