@@ -51,6 +51,8 @@ struct Progress {
   // response, including a heartbeat response).
   bool msg_app_paused = false;
   bool recent_active = false;  // heard from since the last check-quorum round
+  uint64_t sent_commit = 0;    // highest commit index sent to it (appends and heartbeats)
+  bool warned_compacted = false;  // logged once that it needs compacted entries
   bool is_learner = false;
   Inflights inflights;
 

@@ -159,6 +159,8 @@ void Raft::Reset(uint64_t term) {
   const uint64_t next = log_.LastIndex() + 1;
   for (auto& [id, pr] : tracker_.progress()) {
     pr.BecomeProbe();
+    pr.sent_commit = 0;
+    pr.warned_compacted = false;
     pr.match = 0;
     pr.next = next;
     pr.recent_active = false;
@@ -616,22 +618,22 @@ bool Raft::SendAppend(uint64_t to, bool send_if_empty) {
   Progress* pr = tracker_.Get(to);
   if (pr == nullptr || to == id_ || pr->IsPaused()) return false;
   const uint64_t prev_index = pr->next - 1;
-  auto prev_term = log_.Term(prev_index);
-  if (!prev_term.ok()) {
-    // Compacted: only a snapshot could bring this peer up to date, and
-    // snapshots are not supported yet.
-    LOG_WARN("raft: cannot send append: entries are compacted (snapshots not supported)",
-             {{"id", id_}, {"to", to}, {"index", prev_index}, {"error", prev_term.status().ToString()}});
+  // Compacted entries: only a snapshot could bring this peer up to date, and
+  // snapshots are not supported yet. Say so once per peer and term.
+  auto compacted = [&](const engram::Status& s) {
+    if (!pr->warned_compacted) {
+      pr->warned_compacted = true;
+      LOG_WARN("raft: cannot replicate to peer: the entries it needs are compacted (snapshots not supported)",
+               {{"id", id_}, {"to", to}, {"next", pr->next}, {"error", s.ToString()}});
+    }
     return false;
-  }
+  };
+  auto prev_term = log_.Term(prev_index);
+  if (!prev_term.ok()) return compacted(prev_term.status());
   std::vector<Entry> ents;
   if (pr->state != ProgressState::kReplicate || !pr->inflights.Full()) {
     auto got = log_.EntriesFrom(pr->next, max_msg_size_);
-    if (!got.ok()) {
-      LOG_WARN("raft: cannot send append: entries are compacted (snapshots not supported)",
-               {{"id", id_}, {"to", to}, {"index", pr->next}, {"error", got.status().ToString()}});
-      return false;
-    }
+    if (!got.ok()) return compacted(got.status());
     ents = std::move(got).value();
   }
   if (ents.empty() && !send_if_empty) return false;
@@ -640,15 +642,18 @@ bool Raft::SendAppend(uint64_t to, bool send_if_empty) {
   Send(Message{.type = MessageType::kApp, .to = to, .log_term = *prev_term, .index = prev_index,
                .commit = log_.committed(), .entries = std::move(ents)});
   pr->SentEntries(n, last);
+  pr->sent_commit = std::max(pr->sent_commit, log_.committed());
   return true;
 }
 
 void Raft::SendHeartbeat(uint64_t to, const std::string& ctx) {
-  const Progress* pr = tracker_.Get(to);
+  Progress* pr = tracker_.Get(to);
+  if (pr == nullptr) return;
   // Never tell a follower to commit beyond what it is known to hold: its log
   // may still be behind (or diverging from) ours.
-  const uint64_t commit = std::min(pr == nullptr ? 0 : pr->match, log_.committed());
+  const uint64_t commit = std::min(pr->match, log_.committed());
   Send(Message{.type = MessageType::kHeartbeat, .to = to, .commit = commit, .context = ctx});
+  pr->sent_commit = std::max(pr->sent_commit, commit);
 }
 
 void Raft::BcastHeartbeat() {
@@ -672,10 +677,12 @@ void Raft::FlushBroadcast() {
     return;
   }
   if (!bcast_append_pending_ && !bcast_commit_pending_) return;
-  const bool send_if_empty = bcast_commit_pending_;
+  const bool commit_moved = bcast_commit_pending_;
   bcast_append_pending_ = bcast_commit_pending_ = false;
   for (const auto& [id, pr] : tracker_.progress()) {
     if (id == id_) continue;
+    // An empty append only to carry a commit index the peer was not sent yet.
+    const bool send_if_empty = commit_moved && pr.sent_commit < log_.committed();
     if (!SendAppend(id, send_if_empty)) continue;
     // Pipeline the rest to followers in replicate state (up to the inflight limit).
     while (SendAppend(id, false)) {
@@ -765,7 +772,8 @@ void Raft::HandleAppResp(const Message& m, Progress* pr) {
     }
     if (MaybeCommit()) {
       OnCommitAdvanced();
-    } else if (old_paused) {
+    } else if (old_paused && pr->sent_commit < log_.committed()) {
+      // Commit updates skipped it while it was paused: bring it up to date.
       SendAppend(m.from, true);
     }
     while (SendAppend(m.from, false)) {

@@ -36,6 +36,20 @@
 // fsync) and, on a leader with peers, into one append message per peer (up to
 // max_size_per_msg each).
 //
+// STORAGE. The server may MemoryStorage::Compact() only up to the applied
+// index (raft reads committed entries back from Storage to hand them out).
+// On restart it rebuilds MemoryStorage from the WAL (ResetCompacted() when the
+// WAL starts after a compacted prefix), then passes Config.applied = the index
+// its state machine has applied.
+//
+// DIFFERENCES FROM etcd-io/raft worth knowing: a node that heard from a
+// leader within an election timeout ignores pre-vote requests even without
+// check_quorum (Raft thesis 9.6), so pre_vote alone keeps a rejoining node from
+// deposing a healthy leader; a conf change proposed while another is pending
+// fails with FailedPrecondition (etcd silently turns it into an empty entry);
+// the leader sends the appends for new proposals once per Ready (in GetReady),
+// not once per proposal; followers do not forward proposals.
+//
 // FAILURES. Expected failures (no leader, a dropped proposal, a bad message
 // from a peer, a bad Config) come back as Status. Broken invariants (commit
 // going backwards, a committed entry being overwritten, Advance() without
@@ -172,9 +186,11 @@ class RawNode {
   // proposal that is dropped. Stale messages are ignored (OK).
   engram::Status Step(const Message& m);
   // Requests a read index for ctx; the answer comes back as a ReadState with
-  // the same request_ctx in a later Ready. A request dropped for want of a
-  // leader (or lost in a leader change) never gets an answer: the caller times
-  // out, as with etcd.
+  // the same request_ctx in a later Ready (the reader then waits until the
+  // applied index reaches ReadState.index). With peers, ctx must be non-empty
+  // and unique among pending requests. A request dropped for want of a leader
+  // (or lost in a leader change) never gets an answer: the caller times out,
+  // as with etcd.
   void ReadIndex(std::string ctx);
   // Asks the leader to hand leadership to transferee (which must be caught up).
   void TransferLeader(uint64_t transferee);
