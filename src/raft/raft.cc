@@ -543,6 +543,7 @@ engram::Status Raft::StepFollower(Message& m) {
         break;
       }
       m.to = lead_;
+      m.term = 0;  // re-stamped by Send (it may already carry a term if it was forwarded to us)
       Send(std::move(m));
       break;
     case MessageType::kTimeoutNow:
@@ -557,6 +558,7 @@ engram::Status Raft::StepFollower(Message& m) {
         break;
       }
       m.to = lead_;
+      m.term = 0;  // forwarded as a local message
       Send(std::move(m));
       break;
     case MessageType::kReadIndexResp:
@@ -761,6 +763,10 @@ void Raft::HandleAppResp(const Message& m, Progress* pr) {
       if (pr->state == ProgressState::kReplicate) pr->BecomeProbe();
       SendAppend(m.from, true);
     }
+    return;
+  }
+  if (m.index > log_.LastIndex()) {
+    LOG_WARN("raft: ignoring an acknowledgement beyond our log", {{"id", id_}, {"from", m.from}, {"index", m.index}});
     return;
   }
   const bool old_paused = pr->IsPaused();

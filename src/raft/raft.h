@@ -76,6 +76,8 @@ class Raft {
   uint64_t lead() const { return lead_; }
   StateType state() const { return state_; }
   bool Promotable() const { return tracker_.IsVoter(id_); }
+  // Committed but not yet applied entries include a conf change.
+  bool HasUnappliedConfChanges() const;
   SoftState soft_state() const { return SoftState{lead_, state_}; }
   HardState hard_state() const { return HardState{term_, vote_, log_.committed()}; }
   RaftLog& log() { return log_; }
@@ -106,7 +108,6 @@ class Raft {
   void Hup(CampaignType t);
   void Campaign(CampaignType t);
   VoteResult Poll(uint64_t id, MessageType t, bool granted);
-  bool HasUnappliedConfChanges() const;
   void HandleVoteRequest(const Message& m);
 
   engram::Status StepLeader(Message& m);

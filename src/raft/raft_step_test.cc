@@ -293,6 +293,21 @@ TEST(RaftStepTest, FollowerForwardsReadIndexAndTransferToLeader) {
   EXPECT_EQ(out[0].from, 2u) << "from names the transferee";
 }
 
+TEST(RaftStepTest, ForwardedRequestsArriveAtAFollowerAndAreForwardedAgain) {
+  // 3 forwarded these to us when we were leader; we are a follower of 2 now.
+  auto p = MakePeer({}, {});
+  StepAndDrain(*p, Message{.type = MessageType::kHeartbeat, .from = 2, .term = 1});
+  auto out = StepAndDrain(*p, Message{.type = MessageType::kTransferLeader, .from = 3, .term = 1});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].to, 2u);
+  EXPECT_EQ(out[0].term, 1u);
+  out = StepAndDrain(*p, Message{.type = MessageType::kReadIndex, .from = 3, .term = 1, .context = "c"});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].to, 2u);
+  EXPECT_EQ(out[0].from, 3u);
+  EXPECT_EQ(out[0].term, 0u);
+}
+
 TEST(RaftStepTest, CandidateBecomesFollowerOnAppendFromWinner) {
   auto p = MakePeer({}, {});
   ASSERT_TRUE(p->node->Campaign().ok());

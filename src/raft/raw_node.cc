@@ -65,7 +65,11 @@ Result<std::unique_ptr<RawNode>> RawNode::Create(const Config& config) {
 void RawNode::Tick() { raft_->Tick(); }
 
 engram::Status RawNode::Campaign() {
+  if (raft_->state() == StateType::kLeader) return engram::Status::OK();
   if (!raft_->Promotable()) return engram::Status::FailedPrecondition("raft: this node is not a voter");
+  if (raft_->HasUnappliedConfChanges()) {
+    return engram::Status::FailedPrecondition("raft: cannot campaign: there are unapplied conf changes");
+  }
   return raft_->Step(Message{.type = MessageType::kHup});
 }
 
@@ -86,7 +90,9 @@ engram::Status RawNode::ProposeBatch(std::vector<std::string> datas) {
   return s;
 }
 
-engram::Status RawNode::ProposeConfChange(const ConfChange& cc) {
+engram::Status RawNode::ProposeConfChange(const ConfChange& cc) { return ProposeConfChange(cc, EncodeConfChange(cc)); }
+
+engram::Status RawNode::ProposeConfChange(const ConfChange& cc, std::string data) {
   engram::Status s;
   const ProgressTracker& tr = raft_->tracker();
   if (cc.node_id == kNone) {
@@ -98,7 +104,7 @@ engram::Status RawNode::ProposeConfChange(const ConfChange& cc) {
   } else {
     std::vector<Entry> ents(1);
     ents[0].type = EntryType::kConfChange;
-    ents[0].data = EncodeConfChange(cc);
+    ents[0].data = std::move(data);
     s = raft_->Propose(std::move(ents));
   }
   if (!s.ok() && raft_->probe() != nullptr) raft_->probe()->proposals_failed.Inc();
@@ -117,6 +123,13 @@ engram::Status RawNode::Step(const Message& m) {
   }
   if (IsResponse(m.type) && raft_->tracker().Get(m.from) == nullptr) {
     return engram::Status::NotFound("raft: cannot step as peer not found");
+  }
+  if (m.type == MessageType::kApp) {
+    for (size_t i = 0; i < m.entries.size(); i++) {
+      if (m.entries[i].index != m.index + 1 + i || m.entries[i].term == 0 || m.entries[i].term > m.term) {
+        return engram::Status::InvalidArgument("raft: malformed append message from " + std::to_string(m.from));
+      }
+    }
   }
   engram::Status s = raft_->Step(m);
   if (!s.ok() && m.type == MessageType::kProp && raft_->probe() != nullptr) raft_->probe()->proposals_failed.Inc();

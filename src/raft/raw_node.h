@@ -17,9 +17,13 @@
 //        SetHardState(rd.hard_state) (raft reads its log back from Storage).
 //     2. Send rd.messages (only now: a vote or an append acknowledgement is a
 //        promise that what precedes it is on disk).
-//     3. Apply rd.committed_entries in order (call ApplyConfChange for
-//        kConfChange entries); hand rd.read_states to waiting readers.
-//     4. node->Advance(rd).
+//     3. Apply rd.committed_entries in order, or hand them to an apply thread
+//        that applies them in order (call ApplyConfChange for kConfChange
+//        entries, on the raft thread, before Advance); hand rd.read_states to
+//        waiting readers.
+//     4. node->Advance(rd). From here raft counts the committed entries as
+//        applied (Status().applied), as etcd does with an asynchronous apply;
+//        on restart Config.applied must be what the state machine durably has.
 //   }
 //
 // Every Ready returned by GetReady() must be passed to Advance() before the
@@ -165,8 +169,9 @@ class RawNode {
   // Advances logical time by one tick (election / heartbeat timeouts).
   void Tick();
   // Starts an election now (pre-vote first if Config.pre_vote). On a single
-  // voter this makes the node leader at once. FailedPrecondition if this node
-  // is not a voter.
+  // voter this makes the node leader at once. OK (nothing to do) if already
+  // leader. FailedPrecondition if this node is not a voter, or while committed
+  // conf changes are not applied yet (Status().applied < the index of one).
   engram::Status Campaign();
   // Appends a normal entry on the leader. FailedPrecondition("raft proposal
   // dropped") if this node is not the leader, or a leadership transfer is in
@@ -178,6 +183,10 @@ class RawNode {
   // FailedPrecondition while an earlier conf change is not applied yet, and
   // InvalidArgument for a change that would leave no voter.
   engram::Status ProposeConfChange(const ConfChange& cc);
+  // Same, with the entry data in the caller's own encoding (e.g. an
+  // engrampb.ConfChange carrying the member's URLs). Raft validates cc and
+  // never reads data; the caller decodes it back into cc to ApplyConfChange.
+  engram::Status ProposeConfChange(const ConfChange& cc, std::string data);
   // Applies a committed conf change to the membership raft uses; returns the
   // new ConfState for the server to persist. Call it when applying the entry.
   ConfState ApplyConfChange(const ConfChange& cc);
@@ -192,7 +201,9 @@ class RawNode {
   // (or lost in a leader change) never gets an answer: the caller times out,
   // as with etcd.
   void ReadIndex(std::string ctx);
-  // Asks the leader to hand leadership to transferee (which must be caught up).
+  // Asks the leader (directly, or via this follower) to hand leadership to
+  // transferee: the leader brings it up to date, then tells it to campaign.
+  // Proposals are refused meanwhile; the attempt is abandoned after an election timeout.
   void TransferLeader(uint64_t transferee);
   // The transport could not reach `id`: the leader stops optimistic pipelining to it.
   void ReportUnreachable(uint64_t id);

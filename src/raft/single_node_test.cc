@@ -319,6 +319,15 @@ TEST_F(SingleNodeTest, StepRejectsLocalMessagesAndUnknownPeers) {
             Code::kNotFound);
   EXPECT_EQ(node_->Step(Message{.type = MessageType::kApp, .from = 2, .to = 3, .term = 1}).code(),
             Code::kInvalidArgument);
+  // Entries must follow m.index consecutively, with terms in (0, m.term].
+  EXPECT_EQ(node_->Step(Message{.type = MessageType::kApp, .from = 2, .to = 1, .term = 1, .index = 0,
+                                .entries = {Entry{1, 2, EntryType::kNormal, ""}}})
+                .code(),
+            Code::kInvalidArgument);
+  EXPECT_EQ(node_->Step(Message{.type = MessageType::kApp, .from = 2, .to = 1, .term = 1, .index = 0,
+                                .entries = {Entry{2, 1, EntryType::kNormal, ""}}})
+                .code(),
+            Code::kInvalidArgument);
 }
 
 TEST_F(SingleNodeTest, ReadIndexAnswersAtOnceWithTheCommitIndex) {
@@ -378,6 +387,51 @@ TEST_F(SingleNodeTest, ConfChangeRoundTripAndOneAtATime) {
   EXPECT_EQ(node_->Status().commit, rd.entries.back().index);
   // Now another conf change is allowed; removing the last voter is not.
   EXPECT_EQ(node_->ProposeConfChange(ConfChange{ConfChangeType::kRemoveNode, 1, ""}).code(),
+            Code::kInvalidArgument);
+}
+
+// The server's bootstrap: the WAL starts with a committed conf change (in the
+// server's own encoding) at term 1; the node may campaign once it is applied.
+TEST_F(SingleNodeTest, BootstrapFromCommittedConfChangeThenCampaign) {
+  MemoryStorage s;
+  ASSERT_TRUE(s.Append({Entry{1, 1, EntryType::kConfChange, "server-encoded member"}}).ok());
+  s.SetHardState(HardState{1, 0, 1});
+  s.SetConfState(ConfState{{7}, {}});
+  Config c = MakeConfig(7, {7}, &s, 1);
+  auto n = RawNode::Create(c);
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  RawNode& node = **n;
+  EXPECT_EQ(node.Campaign().code(), Code::kFailedPrecondition) << "entry 1 is not applied yet";
+  Ready rd = node.GetReady();
+  ASSERT_EQ(rd.committed_entries.size(), 1u);
+  EXPECT_EQ(rd.committed_entries[0].data, "server-encoded member");
+  node.Advance(rd);  // handed to the apply thread
+  EXPECT_EQ(node.Status().applied, 1u);
+  ASSERT_TRUE(node.Campaign().ok());
+  EXPECT_EQ(node.Status().state, StateType::kLeader);
+  EXPECT_EQ(node.Status().term, 2u);
+  ASSERT_TRUE(node.Campaign().ok()) << "already leader: nothing to do";
+  ASSERT_TRUE(node.Propose("x").ok());
+  rd = node.GetReady();
+  ASSERT_EQ(rd.entries.size(), 2u);  // the empty entry of term 2, then x
+  ASSERT_TRUE(s.Append(rd.entries).ok());
+  s.SetHardState(rd.hard_state);
+  node.Advance(rd);
+  rd = node.GetReady();
+  ASSERT_EQ(rd.committed_entries.size(), 2u);
+  EXPECT_EQ(rd.committed_entries[1].data, "x");
+  node.Advance(rd);
+}
+
+TEST_F(SingleNodeTest, ProposeConfChangeWithCallerEncoding) {
+  BecomeLeader();
+  ConfChange cc{ConfChangeType::kAddLearnerNode, 2, ""};
+  ASSERT_TRUE(node_->ProposeConfChange(cc, "engrampb bytes").ok());
+  Ready rd = Cycle();
+  ASSERT_EQ(rd.entries.size(), 1u);
+  EXPECT_EQ(rd.entries[0].type, EntryType::kConfChange);
+  EXPECT_EQ(rd.entries[0].data, "engrampb bytes");
+  EXPECT_EQ(node_->ProposeConfChange(ConfChange{ConfChangeType::kRemoveNode, 1, ""}, "x").code(),
             Code::kInvalidArgument);
 }
 

@@ -14,7 +14,8 @@ namespace engram::raft {
 
 enum class EntryType : uint8_t {
   kNormal = 0,      // data is an engrampb.InternalRequest (or empty: a new leader's entry)
-  kConfChange = 1,  // data is a ConfChange in EncodeConfChange's encoding (below)
+  kConfChange = 1,  // a membership change; raft never reads data (EncodeConfChange's
+                    // encoding, or the caller's own, e.g. an engrampb.ConfChange)
 };
 
 struct Entry {
@@ -59,8 +60,8 @@ struct ConfChange {
   bool operator==(const ConfChange&) const = default;
 };
 
-// Entry data of a kConfChange entry: byte 1 (version), byte type, fixed64 node_id
-// (little-endian), then the context bytes to the end.
+// Entry data written by RawNode::ProposeConfChange(cc): byte 1 (version), byte
+// type, fixed64 node_id (little-endian), then the context bytes to the end.
 std::string EncodeConfChange(const ConfChange& cc);
 Result<ConfChange> DecodeConfChange(std::string_view data);
 
