@@ -11,9 +11,13 @@ pkgs=(
   # real peers for the tests: etcd/etcdctl 3.4 to compare with, and the clientv3
   # sources the load generator and etcd's e2e suite build against
   etcd-server etcd-client
+  # promtool for the alert-rule tests, Prometheus for the live scrape test
+  prometheus curl
 )
 if [ "${ENGRAM_TEST_DEPS:-1}" = 1 ]; then
   pkgs+=(golang-go golang-etcd-server-dev)
+  # headless browser for the status page test (tests/e2e/test_status_page.py)
+  pkgs+=(chromium)
 fi
 
 missing=()

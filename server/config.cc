@@ -236,10 +236,18 @@ const std::vector<Flag>& Flags() {
       {"auth-token-ttl", Kind::kUint, "300", A, "The lifetime in seconds of the auth token.", nullptr},
       // profiling and monitoring
       {"enable-pprof", Kind::kBool, "false", U, "Enable runtime profiling data via HTTP server (Go only).", nullptr},
-      {"metrics", Kind::kString, "basic", I, "Set level of detail for exported metrics, specify 'extensive' to include server side grpc histogram metrics.",
+      {"metrics", Kind::kString, "basic", I,
+       "Set level of detail for exported metrics: 'basic' or 'extensive'. Engram exports the server side grpc "
+       "histogram (grpc_server_handling_seconds) in both, so 'extensive' changes nothing more (docs/metrics.md).",
        SET_STR(metrics)},
-      {"listen-metrics-urls", Kind::kString, "", I, "List of URLs to listen on for the metrics and health endpoints.",
+      {"listen-metrics-urls", Kind::kString, "http://127.0.0.1:2381", I,
+       "List of plain-http URLs to serve /metrics, /health, /livez, /readyz and the status page on (etcd's default is "
+       "none; set it to \"\" for none).",
        SET_URLS(listen_metrics_urls, "listen-metrics-urls")},
+      {"metrics-prefix-depth", Kind::kUint, "2", I,
+       "Engram only: export live keys and bytes per key prefix of this many '/'-separated segments "
+       "(engram_mvcc_prefix_keys/_bytes, at most 256 prefixes); 0 disables.",
+       SET_UINT(metrics_prefix_depth, "metrics-prefix-depth")},
       {"enable-grpc-gateway", Kind::kBool, "true", A, "Enable GRPC gateway (JSON over HTTP; not served yet).", nullptr},
       // logging
       {"logger", Kind::kString, "zap", I, "'zap' (structured JSON lines) or 'capnslog' (text lines).", SET_STR(logger)},
@@ -277,8 +285,10 @@ const std::vector<Flag>& Flags() {
       {"experimental-compaction-batch-limit", Kind::kUint, "1000", A, "Maximum revisions deleted in each compaction batch.", nullptr},
       {"experimental-compaction-sleep-interval", Kind::kDuration, "10ms", A, "Sleep between compaction batches.", nullptr},
       {"experimental-peer-skip-client-san-verification", Kind::kBool, "false", A, "Skip verification of SAN field in client certificate for peer connections.", nullptr},
-      {"experimental-watch-progress-notify-interval", Kind::kDuration, "10m", A, "Duration of periodic watch progress notifications (watch comes in a later release).", nullptr},
-      {"watch-progress-notify-interval", Kind::kDuration, "10m", A, "Duration of periodic watch progress notifications.", nullptr},
+      {"experimental-watch-progress-notify-interval", Kind::kDuration, "10m", I, "Duration of periodic watch progress notifications.",
+       SET_DUR(watch_progress_notify_interval_ms, "experimental-watch-progress-notify-interval")},
+      {"watch-progress-notify-interval", Kind::kDuration, "10m", I, "Duration of periodic watch progress notifications.",
+       SET_DUR(watch_progress_notify_interval_ms, "watch-progress-notify-interval")},
       {"experimental-warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
       {"warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
       {"experimental-warning-unary-request-duration", Kind::kDuration, "300ms", A, "Slow unary request warning threshold.", nullptr},
@@ -351,6 +361,9 @@ Status ApplyDefaults(Config& c) {
   if (c.listen_peer_urls.empty()) c.listen_peer_urls = def("listen-peer-urls", "http://127.0.0.1:2380");
   if (c.initial_advertise_peer_urls.empty())
     c.initial_advertise_peer_urls = def("initial-advertise-peer-urls", "http://127.0.0.1:2380");
+  // Engram serves metrics on 127.0.0.1:2381 unless told otherwise (etcd: none).
+  if (!c.set_flags.count("listen-metrics-urls"))
+    c.listen_metrics_urls = def("listen-metrics-urls", "http://127.0.0.1:2381");
   if (c.initial_cluster.empty()) {
     // etcd: "<name>=<each initial-advertise-peer-url>"
     for (const auto& u : c.initial_advertise_peer_urls) {
@@ -386,6 +399,11 @@ Status Validate(Config& c) {
     if (u.Tls() && c.client_tls.Empty())
       return Status::InvalidArgument("TLS key/cert (--cert-file, --key-file) must be provided for client url " + u.raw +
                                      " with HTTPS scheme");
+  }
+  for (const auto& u : c.listen_metrics_urls) {
+    if (u.scheme != "http")
+      return Status::InvalidArgument("--listen-metrics-urls " + u.raw +
+                                     ": only http:// metrics URLs are supported by engram yet");
   }
   // advertise-client-urls is required when listen-client-urls is set (etcd 3.4 rule).
   if (c.set_flags.count("listen-client-urls") && !c.set_flags.count("advertise-client-urls"))

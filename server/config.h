@@ -74,9 +74,11 @@ struct Config {
   uint64_t grpc_keepalive_min_time_ms = 5000;
   uint64_t grpc_keepalive_interval_ms = 2 * 3600 * 1000;
   uint64_t grpc_keepalive_timeout_ms = 20000;
+  uint64_t watch_progress_notify_interval_ms = 600000;  // --watch-progress-notify-interval
 
   TlsInfo client_tls, peer_tls;
   std::string metrics = "basic";
+  int metrics_prefix_depth = 2;  // engram: --metrics-prefix-depth (engram_mvcc_prefix_*; 0 disables)
 
   std::string logger = "zap";
   std::string log_level = "info";

@@ -1,6 +1,12 @@
 // engram: the server binary. Parses etcd's flags, opens the member (src/kv),
-// serves etcd's gRPC API on the client URLs, and shuts down cleanly on
-// SIGTERM/SIGINT.
+// serves etcd's gRPC API and the HTTP endpoints (/metrics, /health, /livez,
+// /readyz, /version, the status page) on the client URLs, the HTTP endpoints
+// on the metrics URLs, and shuts down cleanly on SIGTERM/SIGINT.
+//
+// Sockets: plain client URLs (http://, unix://) are owned by
+// server/listener.cc, which sends each connection to gRPC or to the HTTP
+// server by its first bytes; https:// client URLs are gRPC's own TLS ports;
+// metrics URLs are the HTTP server's (exporter/http_server.cc).
 #include <netdb.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -17,8 +23,15 @@
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
 
+#include "exporter/endpoints.h"
+#include "exporter/exporter.h"
+#include "exporter/health_probe.h"
+#include "exporter/http_server.h"
 #include "server/config.h"
+#include "server/grpc_metrics.h"
+#include "server/listener.h"
 #include "server/services.h"
 #include "src/common/failpoint.h"
 #include "src/common/log.h"
@@ -100,7 +113,7 @@ int Run(int argc, char** argv) {
   }
   if (parsed->outcome == ParseOutcome::kVersion) {
     std::printf("engram Version: %s\netcd API Version: %s\nGit SHA: %s\nOS/Arch: linux/%s\n", ENGRAM_VERSION,
-                kv::kEtcdApiVersion, ENGRAM_GIT_SHA,
+                kv::EmulatedVersion().server.c_str(), ENGRAM_GIT_SHA,
 #if defined(__x86_64__)
                 "amd64"
 #elif defined(__aarch64__)
@@ -125,9 +138,6 @@ int Run(int argc, char** argv) {
     return 2;
   }
   for (const auto& n : cfg.notes) LOG_WARN(n);
-  if (!cfg.listen_metrics_urls.empty())
-    LOG_WARN("--listen-metrics-urls is parsed but the metrics listener is not served yet",
-             {{"listen-metrics-urls", Raw(cfg.listen_metrics_urls)}});
 
   LOG_INFO("configuring peer listeners", {{"listen-peer-urls", Raw(cfg.listen_peer_urls)}});
   auto peers = BindPeers(cfg.listen_peer_urls);
@@ -136,6 +146,36 @@ int Run(int argc, char** argv) {
     return 1;
   }
   LOG_INFO("configuring client listeners", {{"listen-client-urls", Raw(cfg.listen_client_urls)}});
+  // Plain client URLs: bound here, shared by gRPC and HTTP (server/listener.h).
+  auto client_listener = ClientListener::Bind(cfg.listen_client_urls);
+  if (!client_listener.ok()) {
+    LOG_ERROR("failed to listen on client URLs", {{"error", client_listener.status().message()},
+                                                   {"listen-client-urls", Raw(cfg.listen_client_urls)}});
+    return 1;
+  }
+  // Metrics URLs: the HTTP server's own sockets. The handler is set up once
+  // the member is open (http_ctx); nothing is served before Start().
+  exporter::HealthProbe health_probe;
+  std::unique_ptr<exporter::EndpointContext> http_ctx;
+  exporter::HttpServer http([&](const exporter::HttpRequest& req) {
+    return exporter::Handle(req, *http_ctx, health_probe);
+  });
+  std::vector<std::string> metrics_served;
+  if (!cfg.listen_metrics_urls.empty())
+    LOG_INFO("configuring metrics listeners", {{"listen-metrics-urls", Raw(cfg.listen_metrics_urls)}});
+  for (const auto& u : cfg.listen_metrics_urls) {
+    auto port = http.Listen(u.host, u.port, exporter::Listener::kMetrics);
+    if (port.ok()) {
+      metrics_served.push_back(u.raw);
+    } else if (cfg.set_flags.count("listen-metrics-urls")) {
+      LOG_ERROR("failed to listen on metrics URLs", {{"error", port.status().message()}, {"url", u.raw}});
+      return 1;
+    } else {
+      // Only Engram's built-in default (etcd has none): never fatal.
+      LOG_WARN("cannot serve metrics on the default metrics URL; set --listen-metrics-urls",
+               {{"error", port.status().message()}, {"url", u.raw}});
+    }
+  }
 
   auto members = ParseInitialCluster(cfg.initial_cluster);
   std::vector<std::string> my_peer_urls = Raw(cfg.initial_advertise_peer_urls);
@@ -174,6 +214,8 @@ int Run(int argc, char** argv) {
   ko.max_txn_ops = cfg.max_txn_ops;
   ko.backend_batch_interval_ms = cfg.backend_batch_interval_ms;
   ko.backend_batch_limit = cfg.backend_batch_limit;
+  ko.watch_progress_notify_interval_ms = cfg.watch_progress_notify_interval_ms;
+  ko.metrics_prefix_depth = cfg.metrics_prefix_depth;  // metrics: engram_mvcc_prefix_*
   auto spec = kv::ParseCompaction(cfg.auto_compaction_mode, cfg.auto_compaction_retention);
   if (!spec.ok()) {
     std::fprintf(stderr, "engram: %s\n", spec.status().message().c_str());
@@ -182,7 +224,7 @@ int Run(int argc, char** argv) {
   ko.compaction = *spec;
 
   LOG_INFO("starting an engram server",
-           {{"engram-version", ENGRAM_VERSION}, {"etcd-api-version", kv::kEtcdApiVersion}, {"git-sha", ENGRAM_GIT_SHA},
+           {{"engram-version", ENGRAM_VERSION}, {"etcd-api-version", kv::EmulatedVersion().server.c_str()}, {"git-sha", ENGRAM_GIT_SHA},
             {"name", cfg.name}, {"data-dir", cfg.data_dir}, {"wal-dir", cfg.wal_dir}, {"member-dir", cfg.MemberDir()},
             {"snapshot-count", cfg.snapshot_count}, {"heartbeat-interval", std::to_string(cfg.heartbeat_ms) + "ms"},
             {"election-timeout", std::to_string(cfg.election_ms) + "ms"},
@@ -236,11 +278,15 @@ int Run(int argc, char** argv) {
     so.pem_key_cert_pairs.push_back(kp);
     creds = grpc::SslServerCredentials(so);
   }
-  std::vector<int> ports(cfg.listen_client_urls.size(), 0);
-  for (size_t i = 0; i < cfg.listen_client_urls.size(); i++) {
-    const Url& u = cfg.listen_client_urls[i];
-    std::string addr = (u.scheme == "unix" || u.scheme == "unixs") ? "unix:" + u.host : u.HostPort();
-    builder.AddListeningPort(addr, u.Tls() ? creds : grpc::InsecureServerCredentials(), &ports[i]);
+  // gRPC listens itself only on TLS client URLs; plain ones come through
+  // ClientListener (AddInsecureChannelFromFd).
+  std::vector<int> ports;
+  ports.reserve(cfg.listen_client_urls.size());
+  for (const Url& u : cfg.listen_client_urls) {
+    if (!u.Tls()) continue;
+    std::string addr = u.scheme == "unixs" ? "unix:" + u.host : u.HostPort();
+    ports.push_back(0);
+    builder.AddListeningPort(addr, creds, &ports.back());
   }
   // etcd's limits: requests up to --max-request-bytes plus gRPC overhead get
   // "etcdserver: request is too large" from the core; beyond, gRPC refuses.
@@ -257,6 +303,10 @@ int Run(int argc, char** argv) {
   if (cfg.grpc_keepalive_timeout_ms > 0)
     builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, static_cast<int>(cfg.grpc_keepalive_timeout_ms));
   services.Register(builder);
+  // ---- metrics: gRPC interceptor (server/grpc_metrics.h); before BuildAndStart ----
+  kv::RpcProbe rpc_probe;  // outlives grpc_server (declared after it)
+  InstallGrpcMetrics(builder, &rpc_probe);
+  // ---- end metrics interceptor
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   bool bound = grpc_server != nullptr;
   for (int p : ports) bound &= p != 0;
@@ -267,12 +317,23 @@ int Run(int argc, char** argv) {
     kv->Stop();
     return 1;
   }
+
+  // ---- metrics exporter (exporter/exporter.h) ----
+  exporter::Exporter metrics_exporter(kv.get(), &rpc_probe, &health_probe, {cfg.metrics == "extensive"});
+  // ---- end metrics exporter
+  http_ctx = std::make_unique<exporter::KvContext>(kv.get(), [&] { return metrics_exporter.RenderText(); });
+  http.Start();
+  (*client_listener)->Start({
+      [srv = grpc_server.get()](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); },
+      [&http](int fd) { http.Adopt(fd, exporter::Listener::kClient); },
+  });
   for (const auto& u : cfg.listen_client_urls) {
     if (!u.Tls())
       LOG_INFO("serving client traffic insecurely; this is strongly discouraged!", {{"address", u.HostPort()}});
     else
       LOG_INFO("serving client traffic securely", {{"address", u.HostPort()}});
   }
+  for (const auto& m : metrics_served) LOG_INFO("serving metrics", {{"address", m}});
   LOG_INFO("ready to serve client requests");
   LOG_INFO("now serving peer/client/metrics",
            {{"local-member-id", Hex(kv->member_id())}, {"advertise-client-urls", Raw(cfg.advertise_client_urls)},
@@ -281,7 +342,11 @@ int Run(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   LOG_INFO("received signal; shutting down", {{"signal", sig == SIGTERM ? "TERM" : "INT"}});
-  // Stop accepting; give in-flight RPCs a moment to finish, then cancel them.
+  // Stop accepting (no connection is handed to gRPC after this), answer no
+  // more HTTP, give in-flight RPCs a moment to finish, then cancel them.
+  (*client_listener)->Stop();
+  http.Stop();
+  services.Shutdown();  // watch streams never end by themselves
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   kv->Stop();
   grpc_server->Wait();

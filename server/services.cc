@@ -82,7 +82,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   auto* r = ctx->DefaultReactor();
   kv::StatusInfo st = kv_->GetStatus();
   kv_->FillHeader(resp->mutable_header());
-  resp->set_version(kv::kEtcdApiVersion);
+  resp->set_version(kv::EmulatedVersion().server.c_str());
   resp->set_dbsize(st.db_size);
   resp->set_leader(st.leader);
   resp->set_raftindex(st.commit_index);
@@ -92,6 +92,8 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   resp->set_islearner(false);
   resp->set_storageversion(kv::kStorageVersion);
   resp->set_dbsizequota(kv_->options().quota_bytes);
+  // etcd lists the active alarms as errors ("memberID:<id> alarm:NOSPACE ").
+  for (const auto& a : kv_->Alarms()) resp->add_errors(kv::AlarmText(a));
   r->Finish(grpc::Status::OK);
   return r;
 }
@@ -100,17 +102,18 @@ grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext*
                                                     const etcdserverpb::AlarmRequest* req,
                                                     etcdserverpb::AlarmResponse* resp) {
   auto* r = ctx->DefaultReactor();
-  switch (req->action()) {
-    case etcdserverpb::AlarmRequest::GET:
-    case etcdserverpb::AlarmRequest::DEACTIVATE:
-      // No alarm can be raised yet (quota alarms come with the NOSPACE work),
-      // so the list is empty and there is nothing to disarm. etcd 3.4 sends
-      // this response without a header.
-      r->Finish(grpc::Status::OK);
-      break;
-    default:
-      r->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "etcdserver: alarm activation is not supported yet"));
-  }
+  // Through raft, as etcd; etcd 3.4 answers without a header (so etcdctl's
+  // `alarm list -w fields` crashes on both).
+  kv_->Alarm(req, resp, [r](const engram::Status& s) { r->Finish(ToGrpc(s)); });
+  return r;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerContext* ctx,
+                                                         const etcdserverpb::DefragmentRequest*,
+                                                         etcdserverpb::DefragmentResponse*) {
+  auto* r = ctx->DefaultReactor();
+  // etcd 3.4 answers an empty DefragmentResponse (no header).
+  kv_->Defragment([r](const engram::Status& s) { r->Finish(ToGrpc(s)); });
   return r;
 }
 
@@ -132,7 +135,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
   return r;
 }
 
-Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv) {}
+Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv), watch_(kv) {}
 
 void Services::Register(grpc::ServerBuilder& b) {
   b.RegisterService(&kv_);

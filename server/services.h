@@ -1,9 +1,10 @@
 // gRPC services (callback API): decode, call the core (src/kv), map Status to
 // gRPC status with etcd's codes and texts. No logic of their own beyond that.
 //
-// Served: KV (all), Maintenance.Status and Maintenance.Alarm (list; there are
-// no alarms to raise yet), Cluster.MemberList. Every other method of etcd's
-// services answers UNIMPLEMENTED (the generated base class does that).
+// Served: KV (all), Maintenance.Status, Maintenance.Alarm (get, activate,
+// deactivate) and Maintenance.Defragment, Cluster.MemberList, Watch (server/watch_service.h).
+// Every other method of etcd's services answers UNIMPLEMENTED (the generated
+// base class does that).
 #pragma once
 
 #include <memory>
@@ -12,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "server/watch_service.h"
 #include "src/kv/server.h"
 
 namespace engram::server {
@@ -43,6 +45,8 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
                                    etcdserverpb::StatusResponse*) override;
   grpc::ServerUnaryReactor* Alarm(grpc::CallbackServerContext*, const etcdserverpb::AlarmRequest*,
                                   etcdserverpb::AlarmResponse*) override;
+  grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext*, const etcdserverpb::DefragmentRequest*,
+                                       etcdserverpb::DefragmentResponse*) override;
 
  private:
   kv::KvServer* kv_;
@@ -63,12 +67,15 @@ class Services {
  public:
   explicit Services(kv::KvServer* kv);
   void Register(grpc::ServerBuilder& b);
+  // Ends streams that would otherwise hold grpc::Server::Shutdown for its
+  // whole grace period (watches). Call right before it.
+  void Shutdown() { watch_.Shutdown(); }
 
  private:
   KVService kv_;
   MaintenanceService maintenance_;
   ClusterService cluster_;
-  etcdserverpb::Watch::CallbackService watch_;      // UNIMPLEMENTED until watch lands
+  WatchService watch_;                              // server/watch_service.h
   etcdserverpb::Lease::CallbackService lease_;      // UNIMPLEMENTED until leases land
   etcdserverpb::Auth::CallbackService auth_;        // UNIMPLEMENTED until auth lands
 };

@@ -16,6 +16,7 @@ inline Status DuplicateKey() { return Status::InvalidArgument("etcdserver: dupli
 inline Status Compacted() { return Status::OutOfRange("etcdserver: mvcc: required revision has been compacted"); }
 inline Status FutureRev() { return Status::OutOfRange("etcdserver: mvcc: required revision is a future revision"); }
 inline Status NoSpace() { return Status::ResourceExhausted("etcdserver: mvcc: database space exceeded"); }
+inline Status Corrupt() { return Status(Code::kDataLoss, "etcdserver: corrupt cluster"); }
 inline Status LeaseNotFound() { return Status::NotFound("etcdserver: requested lease not found"); }
 inline Status RequestTooLarge() { return Status::InvalidArgument("etcdserver: request is too large"); }
 inline Status TooManyRequests() { return Status::ResourceExhausted("etcdserver: too many requests"); }

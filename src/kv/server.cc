@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -14,7 +15,9 @@
 #include "src/common/coding.h"
 #include "src/common/failpoint.h"
 #include "src/common/log.h"
+#include "src/kv/alarms.h"
 #include "src/kv/apply.h"
+#include "src/kv/disk_check.h"
 #include "src/kv/errors.h"
 #include "src/kv/validate.h"
 
@@ -119,7 +122,43 @@ std::string EncodeWalMetadata(uint64_t member_id, uint64_t cluster_id) {
   return m;
 }
 
+// metrics: the op label of etcd_server_apply_duration_seconds.
+ApplyOp ApplyOpOf(InternalRequest::RequestCase kind) {
+  switch (kind) {
+    case InternalRequest::kPut: return kOpPut;
+    case InternalRequest::kDeleteRange: return kOpDeleteRange;
+    case InternalRequest::kTxn: return kOpTxn;
+    case InternalRequest::kCompaction: return kOpCompaction;
+    case InternalRequest::kAlarm: return kOpAlarm;
+    case InternalRequest::kLeaseGrant: return kOpLeaseGrant;
+    case InternalRequest::kLeaseRevoke: return kOpLeaseRevoke;
+    case InternalRequest::kPublish: return kOpClusterMemberAttrSet;
+    case InternalRequest::kClusterVersion: return kOpClusterVersionSet;
+    default: return kOpUnknown;
+  }
+}
+
+// metrics: observes a request's end-to-end latency when its completion runs.
+KvServer::Done TimeRequest(LabeledHistograms* h, RequestType type, KvServer::Done done) {
+  return [h, type, start = Clock::now(), done = std::move(done)](const Status& s) {
+    h->at(type, s.ok()).ObserveSince(start);
+    done(s);
+  };
+}
+
 }  // namespace
+
+const EtcdVersion& EmulatedVersion() {
+  static const EtcdVersion v = [] {
+    const char* env = std::getenv("ENGRAM_EMULATE_ETCD_VERSION");
+    std::string server = env && *env ? env : "3.6.0";
+    size_t dot = server.find('.', server.find('.') + 1);
+    std::string cluster = dot == std::string::npos ? server : server.substr(0, dot);
+    bool reason = !(cluster == "3.0" || cluster == "3.1" || cluster == "3.2" || cluster == "3.3" || cluster == "3.4");
+    return EtcdVersion{server, cluster, reason};
+  }();
+  return v;
+}
 
 KvServer::KvServer(const Options& opts) : opts_(opts) {}
 
@@ -158,6 +197,7 @@ Status KvServer::Init() {
   mvcc::Options mo;
   mo.dir = opts_.member_dir + "/snap";
   mo.probe = &mvcc_probe_;
+  mo.prefix_depth = opts_.metrics_prefix_depth;
   auto store = mvcc::Store::Open(mo);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
@@ -180,6 +220,7 @@ Status KvServer::Init() {
   auto w = wal::Wal::Open(wo, EncodeWalMetadata(opts_.member_id, opts_.cluster_id), &rep);
   if (!w.ok()) return w.status();
   wal_ = std::move(*w);
+  CheckDisk();
 
   storage_ = std::make_unique<raft::MemoryStorage>();
   if (rep.created) {
@@ -233,6 +274,10 @@ Status KvServer::Init() {
   }
   storage_->SetConfState(raft::ConfState{{member_id_}, {}});
   LoadMembers();
+  ENGRAM_RETURN_IF_ERROR(alarms_.Load(*store_));
+  for (const auto& a : alarms_.Get()) {
+    LOG_WARN("alarm active at start", {{"alarm", AlarmTypeName(a.type)}, {"from", Hex(a.member_id)}});
+  }
 
   raft::Config rc;
   rc.id = member_id_;
@@ -241,6 +286,7 @@ Status KvServer::Init() {
   rc.election_tick = static_cast<int>(std::max<uint32_t>(1, opts_.election_ms / opts_.heartbeat_ms));
   rc.storage = storage_.get();
   rc.applied = applied;
+  rc.probe = &raft_probe_;
   std::mt19937_64 rng(std::random_device{}());
   rc.rand = [rng]() mutable { return rng(); };
   auto node = raft::RawNode::Create(rc);
@@ -254,6 +300,19 @@ Status KvServer::Init() {
   // been handed to the apply loop.
   LOG_INFO("started as single-node; campaigning once the log is applied", {{"local-member-id", Hex(member_id_)}});
 
+  {
+    WatchOptions wo;
+    uint64_t pn = opts_.watch_progress_notify_interval_ms;
+    if (pn == 0) pn = 600000;
+    if (pn < 100) {
+      LOG_WARN("adjusting watch progress notify interval to minimum period",
+               {{"min-watch-progress-notify-interval", "100ms"}});
+      pn = 100;
+    }
+    wo.progress_interval = std::chrono::milliseconds(pn);
+    watch_ = std::make_unique<WatchHub>(store_.get(), wo, &watch_probe_);
+    watch_->Start();
+  }
   apply_thread_ = std::thread([this] { ApplyLoop(); });
   sync_thread_ = std::thread([this] { SyncLoop(); });
   raft_thread_ = std::thread([this] { RaftLoop(); });
@@ -287,12 +346,12 @@ Status KvServer::Init() {
     need_version = cluster_version_.empty();
   }
   if (need_version) {
-    LOG_INFO("setting up initial cluster version", {{"cluster-version", kClusterVersion}});
+    LOG_INFO("setting up initial cluster version", {{"cluster-version", EmulatedVersion().cluster}});
     engrampb::InternalRequest cv;
-    cv.mutable_cluster_version()->set_version(kClusterVersion);
+    cv.mutable_cluster_version()->set_version(EmulatedVersion().cluster);
     ENGRAM_RETURN_IF_ERROR(ProposeAndWait(std::move(cv)));
   } else {
-    LOG_INFO("enabled capabilities for version", {{"cluster-version", kClusterVersion}});
+    LOG_INFO("enabled capabilities for version", {{"cluster-version", EmulatedVersion().cluster}});
   }
   if (opts_.compaction.enabled()) {
     compactor_ = std::make_unique<Compactor>(
@@ -307,6 +366,27 @@ Status KvServer::Init() {
                                          {"retention-revisions", opts_.compaction.revisions}});
   }
   return Status::OK();
+}
+
+// Measures the WAL disk's fsync latency once, before serving (disk_check.h).
+void KvServer::CheckDisk() {
+  auto r = MeasureFsyncLatency(opts_.wal_dir);
+  if (!r.ok()) {
+    LOG_WARN("cannot measure disk fsync latency", {{"dir", opts_.wal_dir}, {"error", r.status().ToString()}});
+    return;
+  }
+  probe_.startup_fsync_p50_ns.Set(static_cast<int64_t>(r->p50_seconds * 1e9));
+  probe_.startup_fsync_p99_ns.Set(static_cast<int64_t>(r->p99_seconds * 1e9));
+  auto ms = [](double sec) { return std::to_string(sec * 1000) + "ms"; };
+  LOG_INFO("measured disk fsync latency", {{"dir", opts_.wal_dir}, {"samples", static_cast<int64_t>(r->samples)},
+                                           {"p50", ms(r->p50_seconds)}, {"p99", ms(r->p99_seconds)},
+                                           {"took", ms(r->total_seconds)}});
+  if (r->p99_seconds > opts_.heartbeat_ms / 2000.0) {
+    LOG_WARN("disk fsync latency at start threatens raft heartbeats",
+             {{"dir", opts_.wal_dir}, {"p99", ms(r->p99_seconds)},
+              {"heartbeat-interval", std::to_string(opts_.heartbeat_ms) + "ms"},
+              {"advice", "put the WAL on a faster disk (SSD) or raise --heartbeat-interval and --election-timeout"}});
+  }
 }
 
 void KvServer::LoadMembers() {
@@ -368,6 +448,9 @@ void KvServer::ProposeRequest(InternalRequest::RequestCase kind, int field, cons
 }
 
 void KvServer::Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done) {
+  done = TimeRequest(&probe_.request_seconds, kReqPut, std::move(done));
+  // The quota comes first, as etcd's quotaKVServer wraps the KV server.
+  if (!QuotaAvailable(QuotaCost(*req))) return RaiseNoSpace(std::move(done));
   Status s = CheckPut(*req);
   if (!s.ok()) return done(s);
   ProposeRequest(InternalRequest::kPut, InternalRequest::kPutFieldNumber, req, resp, std::move(done));
@@ -375,12 +458,15 @@ void KvServer::Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutRespons
 
 void KvServer::DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp,
                            Done done) {
+  done = TimeRequest(&probe_.request_seconds, kReqDeleteRange, std::move(done));
   Status s = CheckDelete(*req);
   if (!s.ok()) return done(s);
   ProposeRequest(InternalRequest::kDeleteRange, InternalRequest::kDeleteRangeFieldNumber, req, resp, std::move(done));
 }
 
 void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done) {
+  done = TimeRequest(&probe_.request_seconds, IsTxnReadOnly(*req) ? kReqReadonlyTxn : kReqTxn, std::move(done));
+  if (!QuotaAvailable(QuotaCost(*req))) return RaiseNoSpace(std::move(done));  // 0 for a txn without puts
   Status s = CheckTxn(*req, static_cast<int>(opts_.max_txn_ops));
   if (!s.ok()) return done(s);
   if (IsTxnReadOnly(*req)) {
@@ -394,16 +480,25 @@ void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnRespons
 
 void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp,
                        Done done) {
+  done = TimeRequest(&probe_.request_seconds, kReqCompaction, std::move(done));
   ProposeRequest(InternalRequest::kCompaction, InternalRequest::kCompactionFieldNumber, req, resp, std::move(done));
 }
 
 Status KvServer::Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp) {
-  ENGRAM_RETURN_IF_ERROR(CheckRange(req));
-  if (stopping_.load()) return errors::Stopped();
-  StoreView view(store_.get(), store_->Rev());
-  ENGRAM_RETURN_IF_ERROR(ExecRange(view, req, resp));
-  FillHeader(resp->mutable_header());
-  return Status::OK();
+  const auto start = Clock::now();  // metrics: request and range durations
+  Status s = [&]() -> Status {
+    ENGRAM_RETURN_IF_ERROR(CheckRange(req));
+    if (stopping_.load()) return errors::Stopped();
+    StoreView view(store_.get(), store_->Rev());
+    const auto exec = Clock::now();
+    Status es = ExecRange(view, req, resp);
+    probe_.range_seconds.at(0, es.ok()).ObserveSince(exec);
+    ENGRAM_RETURN_IF_ERROR(es);
+    FillHeader(resp->mutable_header());
+    return Status::OK();
+  }();
+  probe_.request_seconds.at(kReqRange, s.ok()).ObserveSince(start);
+  return s;
 }
 
 void KvServer::FillHeader(etcdserverpb::ResponseHeader* h) const {
@@ -424,6 +519,178 @@ StatusInfo KvServer::GetStatus() const {
   s.db_size_in_use = sz.in_use_bytes;
   s.revision = store_->Rev();
   return s;
+}
+
+// ------------------------------------------------------ alarms, quota, defrag
+
+bool KvServer::QuotaAvailable(int64_t cost) const {
+  // etcd's backendQuota.Available: a request that writes nothing passes; a
+  // negative quota disables it (0 is the 2 GiB default, resolved by the flags).
+  if (cost == 0 || opts_.quota_bytes < 0) return true;
+  const int64_t quota = opts_.quota_bytes == 0 ? 2147483648LL : opts_.quota_bytes;
+  return store_->FileBytes() + cost < quota;
+}
+
+void KvServer::RaiseNoSpace(Done done) {
+  // As etcd's quotaAlarmer: propose ACTIVATE NOSPACE for this member (the
+  // alarm is added once; later proposals find it present), wait for it, then
+  // fail the request whatever became of the proposal.
+  auto req = std::make_shared<etcdserverpb::AlarmRequest>();
+  req->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+  req->set_memberid(member_id_);
+  req->set_alarm(etcdserverpb::NOSPACE);
+  auto resp = std::make_shared<etcdserverpb::AlarmResponse>();
+  ProposeRequest(InternalRequest::kAlarm, InternalRequest::kAlarmFieldNumber, req.get(), resp.get(),
+                 [req, resp, done = std::move(done)](const Status&) { done(errors::NoSpace()); });
+}
+
+void KvServer::Alarm(const etcdserverpb::AlarmRequest* req, etcdserverpb::AlarmResponse* resp, Done done) {
+  ProposeRequest(InternalRequest::kAlarm, InternalRequest::kAlarmFieldNumber, req, resp, std::move(done));
+}
+
+std::vector<std::string> KvServer::ActiveAlarms() const {
+  std::vector<std::string> out;
+  for (const auto& a : alarms_.Get()) out.push_back(AlarmTypeName(a.type));
+  return out;
+}
+
+// etcd's applierV3Corrupt and applierV3Capped, in that order: the refusals
+// while an alarm is active. Apply thread (alarms change only there, in log
+// order, so every member refuses the same entries).
+Status KvServer::AlarmGate(InternalRequest::RequestCase kind, const google::protobuf::Message* req) const {
+  if (alarms_.Corrupt()) {
+    switch (kind) {
+      case InternalRequest::kPut:
+      case InternalRequest::kDeleteRange:
+      case InternalRequest::kTxn:
+      case InternalRequest::kCompaction:
+      case InternalRequest::kLeaseGrant:
+      case InternalRequest::kLeaseRevoke:
+        return errors::Corrupt();
+      default:
+        break;
+    }
+  }
+  if (alarms_.NoSpace()) {
+    if (kind == InternalRequest::kPut || kind == InternalRequest::kLeaseGrant) return errors::NoSpace();
+    if (kind == InternalRequest::kTxn && req != nullptr &&
+        QuotaCost(static_cast<const etcdserverpb::TxnRequest&>(*req)) > 0) {
+      return errors::NoSpace();
+    }
+  }
+  return Status::OK();
+}
+
+Status KvServer::ApplyAlarm(mvcc::Store::Batch& b, const etcdserverpb::AlarmRequest& r,
+                            etcdserverpb::AlarmResponse* resp) {
+  auto add = [&](const AlarmInfo& a) {
+    auto* m = resp->add_alarms();
+    m->set_memberid(a.member_id);
+    m->set_alarm(a.type);
+  };
+  const std::string type = AlarmTypeName(r.alarm());
+  const bool known = r.alarm() == etcdserverpb::NOSPACE || r.alarm() == etcdserverpb::CORRUPT;
+  switch (r.action()) {
+    case etcdserverpb::AlarmRequest::GET:
+      for (const auto& a : alarms_.Get(r.alarm())) add(a);
+      break;
+    case etcdserverpb::AlarmRequest::ACTIVATE: {
+      const size_t before = alarms_.Get(r.alarm()).size();
+      bool added = false;
+      add(alarms_.Activate(b, r.memberid(), r.alarm(), &added));
+      if (added && before == 0) {
+        if (known) {
+          LOG_WARN("alarm raised", {{"alarm", type}, {"from", Hex(r.memberid())}});
+        } else {
+          LOG_WARN("unimplemented alarm activation", {{"alarm", AlarmText({r.memberid(), r.alarm()})}});
+        }
+      }
+      break;
+    }
+    case etcdserverpb::AlarmRequest::DEACTIVATE: {
+      const size_t before = alarms_.Get(r.alarm()).size();
+      auto m = alarms_.Deactivate(b, r.memberid(), r.alarm());
+      if (!m) break;
+      add(*m);
+      if (before > 0 && alarms_.Get(r.alarm()).empty()) {
+        if (known) {
+          LOG_WARN("alarm disarmed", {{"alarm", type}, {"from", Hex(r.memberid())}});
+        } else {
+          LOG_WARN("unimplemented alarm deactivation", {{"alarm", AlarmText({r.memberid(), r.alarm()})}});
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return Status::OK();
+}
+
+void KvServer::Defragment(Done done) {
+  {
+    std::lock_guard<std::mutex> lk(apply_mu_);
+    if (!apply_done_ && !stopping_.load()) {
+      defrag_waiters_.push_back(std::move(done));
+      apply_cv_.notify_one();
+      return;
+    }
+  }
+  done(errors::Stopped());
+}
+
+namespace {
+// go-humanize's Bytes (SI units), as etcd logs sizes: "57 kB", "2.1 GB".
+std::string HumanBytes(int64_t n) {
+  static const char* units[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+  if (n < 10) return std::to_string(n) + " B";
+  double v = static_cast<double>(n);
+  int e = 0;
+  while (v >= 1000 && e < 6) {
+    v /= 1000;
+    e++;
+  }
+  char b[32];
+  std::snprintf(b, sizeof b, v < 10 ? "%.1f %s" : "%.0f %s", v, units[e]);
+  return b;
+}
+}  // namespace
+
+void KvServer::RunDefrag(std::vector<Done>& waiters) {
+  // Runs between batches on the apply thread: no write is applied meanwhile
+  // (etcd holds the backend's batch lock), reads wait only for the file swap.
+  LOG_INFO("starting defragment");
+  probe_.defrag_inflight.Set(1);
+  const std::string path = opts_.member_dir + "/snap/db";
+  const auto before = store_->Size();
+  LOG_INFO("defragmenting", {{"path", path},
+                             {"current-db-size-bytes", before.total_bytes},
+                             {"current-db-size", HumanBytes(before.total_bytes)},
+                             {"current-db-size-in-use-bytes", before.in_use_bytes},
+                             {"current-db-size-in-use", HumanBytes(before.in_use_bytes)}});
+  const auto t0 = Clock::now();
+  Status s = store_->Defrag();
+  const double took = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (s.ok()) {
+    probe_.defrag_seconds.Observe(took);
+    // Everything applied so far is in the fsynced copy.
+    synced_applied_.store(applied_.load());
+    const auto after = store_->Size();
+    LOG_INFO("defragmented", {{"path", path},
+                              {"current-db-size-bytes-diff", after.total_bytes - before.total_bytes},
+                              {"current-db-size-bytes", after.total_bytes},
+                              {"current-db-size", HumanBytes(after.total_bytes)},
+                              {"current-db-size-in-use-bytes-diff", after.in_use_bytes - before.in_use_bytes},
+                              {"current-db-size-in-use-bytes", after.in_use_bytes},
+                              {"current-db-size-in-use", HumanBytes(after.in_use_bytes)},
+                              {"took", std::to_string(took * 1000) + "ms"}});
+    LOG_INFO("finished defragment");
+  } else {
+    LOG_WARN("failed to defragment", {{"error", s.ToString()}});
+  }
+  probe_.defrag_inflight.Set(0);
+  for (auto& d : waiters) d(s);
+  waiters.clear();
 }
 
 std::vector<MemberInfo> KvServer::Members() const {
@@ -559,16 +826,24 @@ void KvServer::RaftLoop() {
 
 void KvServer::ApplyLoop() {
   std::vector<raft::Entry> entries;
+  std::vector<Done> defrag;  // Defragment calls, run between batches
   while (true) {
     {
       std::unique_lock<std::mutex> lk(apply_mu_);
-      apply_cv_.wait(lk, [&] { return !apply_queue_.empty() || apply_done_; });
+      apply_cv_.wait(lk, [&] { return !apply_queue_.empty() || apply_done_ || !defrag_waiters_.empty(); });
       if (apply_queue_.empty() && apply_done_) break;
       entries.swap(apply_queue_);
+      defrag.swap(defrag_waiters_);
     }
-    ApplyEntries(entries);
+    if (!entries.empty()) ApplyEntries(entries);
     entries.clear();
+    if (!defrag.empty()) RunDefrag(defrag);
   }
+  {
+    std::lock_guard<std::mutex> lk(apply_mu_);
+    defrag.swap(defrag_waiters_);
+  }
+  for (auto& d : defrag) d(errors::Stopped());
   // Anything still waiting will never be applied by this process.
   std::unordered_map<uint64_t, Proposal> left;
   {
@@ -584,6 +859,9 @@ void KvServer::ApplyLoop() {
 void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
   auto t0 = Clock::now();
   auto batch = store_->BeginBatch();
+  // Watchers get the batch's changes after it commits (watch.h).
+  const bool record_events = watch_->HasWatchers();
+  batch->RecordEvents(record_events);
   struct Completion {
     Proposal p;
     Status s;
@@ -617,6 +895,10 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
   if (FAILPOINT("apply-before-commit")) ENGRAM_PANIC("failpoint apply-before-commit");
   Status cs = batch->Commit(last);
   if (!cs.ok()) ENGRAM_PANIC("failed to commit the backend transaction", {{"error", cs.ToString()}});
+  // Before the replies: a client that saw its write acknowledged finds the
+  // event already queued on its watch streams. Never blocks (slow streams
+  // turn their watchers unsynced).
+  watch_->Notify(batch->Rev(), batch->TakeEvents(), record_events);
   {
     std::lock_guard<std::mutex> lk(applied_mu_);
     applied_.store(last);
@@ -649,8 +931,11 @@ Status KvServer::ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, Proposal*
   if (e.data.empty()) return Status::OK();  // a new leader's empty entry
   auto t0 = Clock::now();
   Status s;
+  InternalRequest::RequestCase kind;  // metrics: the op label
   if (local && local->req) {
-    switch (local->kind) {
+    kind = local->kind;
+    s = AlarmGate(kind, local->req);  // alarms: NOSPACE / CORRUPT refuse writes
+    if (s.ok()) switch (local->kind) {
       case InternalRequest::kPut:
         s = ApplyPut(b, static_cast<const etcdserverpb::PutRequest&>(*local->req),
                      static_cast<etcdserverpb::PutResponse*>(local->resp));
@@ -667,6 +952,10 @@ Status KvServer::ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, Proposal*
         s = ApplyCompaction(b, *store_, static_cast<const etcdserverpb::CompactionRequest&>(*local->req),
                             static_cast<etcdserverpb::CompactionResponse*>(local->resp));
         break;
+      case InternalRequest::kAlarm:
+        s = ApplyAlarm(b, static_cast<const etcdserverpb::AlarmRequest&>(*local->req),
+                       static_cast<etcdserverpb::AlarmResponse*>(local->resp));
+        break;
       default:
         ENGRAM_PANIC("local proposal of unknown kind");
     }
@@ -675,15 +964,27 @@ Status KvServer::ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, Proposal*
     if (!ir.ParseFromString(e.data)) {
       ENGRAM_PANIC("cannot decode a committed raft entry", {{"index", e.index}, {"term", e.term}});
     }
+    kind = ir.request_case();
     s = ApplyInternal(b, ir, nullptr, nullptr);
   }
-  probe_.apply_seconds.ObserveSince(t0);
+  // etcd counts a compacted-revision error as a successful apply.
+  probe_.apply_seconds.at(ApplyOpOf(kind), s.ok() || s.message().ends_with("required revision has been compacted"))
+      .ObserveSince(t0);
   return s;
 }
 
 Status KvServer::ApplyInternal(mvcc::Store::Batch& b, const engrampb::InternalRequest& ir,
                                const google::protobuf::Message*, google::protobuf::Message*) {
+  {
+    // Alarms: NOSPACE / CORRUPT refuse writes (as for local proposals).
+    const google::protobuf::Message* req = ir.request_case() == InternalRequest::kTxn ? &ir.txn() : nullptr;
+    ENGRAM_RETURN_IF_ERROR(AlarmGate(ir.request_case(), req));
+  }
   switch (ir.request_case()) {
+    case InternalRequest::kAlarm: {
+      etcdserverpb::AlarmResponse r;
+      return ApplyAlarm(b, ir.alarm(), &r);
+    }
     case InternalRequest::kPut: {
       etcdserverpb::PutResponse r;
       return ApplyPut(b, ir.put(), &r);
@@ -815,6 +1116,7 @@ void KvServer::Stop() {
       apply_cv_.notify_all();
     }
     if (apply_thread_.joinable()) apply_thread_.join();
+    if (watch_) watch_->Stop();
     {
       std::lock_guard<std::mutex> lk(sync_mu_);
       sync_stop_ = true;

@@ -46,16 +46,25 @@
 #include "etcdserverpb/rpc.pb.h"
 #include "src/common/probe.h"
 #include "src/common/status.h"
+#include "src/kv/alarms.h"
 #include "src/kv/compactor.h"
+#include "src/kv/watch.h"
 #include "src/mvcc/store.h"
 #include "src/raft/raw_node.h"
 #include "src/wal/wal.h"
 
 namespace engram::kv {
 
-// The etcd API level Engram implements (Status.version, cluster version).
-inline constexpr const char* kEtcdApiVersion = "3.6.0";
-inline constexpr const char* kClusterVersion = "3.6";
+// The etcd version Engram presents (Status.version, /version, the
+// etcd_server_version and etcd_cluster_version metrics, the /health body
+// format): etcd API 3.6.0 by default; ENGRAM_EMULATE_ETCD_VERSION=3.4.23 makes
+// it present itself as that etcd (docs/observability.md).
+struct EtcdVersion {
+  std::string server;   // "3.6.0"
+  std::string cluster;  // "3.6"
+  bool health_reason;   // /health carries "reason" (3.5+)
+};
+const EtcdVersion& EmulatedVersion();
 inline constexpr const char* kStorageVersion = "3.6.0";
 
 struct Options {
@@ -79,7 +88,41 @@ struct Options {
   uint64_t backend_batch_limit = 10000;
   uint64_t wal_segment_bytes = 64ull << 20;
   CompactionSpec compaction;  // auto compaction; disabled by default
+  // engram_mvcc_prefix_{keys,bytes}: live keys/bytes per key prefix of this
+  // many '/'-separated segments (--metrics-prefix-depth; 0 disables).
+  int metrics_prefix_depth = 2;
+  // --watch-progress-notify-interval (0 = etcd's default, 10 minutes; below
+  // 100ms is raised to 100ms, as etcd does).
+  uint64_t watch_progress_notify_interval_ms = 600000;
 };
+
+// Histograms for a fixed set of kinds x success (labels op/type and success),
+// all created up front. at(kind, success).
+class LabeledHistograms {
+ public:
+  LabeledHistograms(int kinds, const std::vector<double>& bounds) {
+    for (int i = 0; i < kinds * 2; i++) h_.push_back(std::make_unique<Histogram>(bounds));
+  }
+  Histogram& at(int kind, bool success) { return *h_[kind * 2 + (success ? 1 : 0)]; }
+  const Histogram& at(int kind, bool success) const { return *h_[kind * 2 + (success ? 1 : 0)]; }
+  int kinds() const { return static_cast<int>(h_.size() / 2); }
+
+ private:
+  std::vector<std::unique_ptr<Histogram>> h_;
+};
+
+// Request types of the end-to-end latency (etcd 3.7's type label).
+enum RequestType : int { kReqRange, kReqPut, kReqDeleteRange, kReqTxn, kReqReadonlyTxn, kReqCompaction, kRequestTypes };
+inline constexpr const char* kRequestTypeNames[kRequestTypes] = {"Range", "Put", "DeleteRange",
+                                                                 "Txn", "ReadonlyTxn", "Compaction"};
+// Applied entry kinds (etcd's op label of etcd_server_apply_duration_seconds).
+enum ApplyOp : int {
+  kOpPut, kOpDeleteRange, kOpTxn, kOpCompaction, kOpAlarm, kOpLeaseGrant, kOpLeaseRevoke,
+  kOpClusterMemberAttrSet, kOpClusterVersionSet, kOpUnknown, kApplyOps
+};
+inline constexpr const char* kApplyOpNames[kApplyOps] = {
+    "Put", "DeleteRange", "Txn", "Compaction", "Alarm", "LeaseGrant", "LeaseRevoke",
+    "ClusterMemberAttrSet", "ClusterVersionSet", "unknown"};
 
 // What the server counts (read by exporter/).
 struct ServerProbe {
@@ -90,7 +133,24 @@ struct ServerProbe {
   Counter slow_apply;
   Gauge has_leader, is_leader;
   Counter leader_changes;
-  Histogram apply_seconds{BucketsB12()};
+  // etcd_server_apply_duration_seconds{version="v3",op,success}: one applied
+  // normal entry, by ApplyOp (B12).
+  LabeledHistograms apply_seconds{kApplyOps, BucketsB12()};
+  // End to end, from the KvServer call to its completion, by RequestType
+  // (B1): engram_server_request_duration_seconds and etcd 3.7's
+  // etcd_server_request_duration_seconds{type,success}.
+  LabeledHistograms request_seconds{kRequestTypes, BucketsB1()};
+  // etcd_server_range_duration_seconds{success}: store execution of one
+  // Range (B12); kind 0 only.
+  LabeledHistograms range_seconds{1, BucketsB12()};
+  // Startup fsync latency of the WAL disk (disk_check.h), in nanoseconds
+  // (engram_disk_startup_fsync_seconds and _p99).
+  Gauge startup_fsync_p50_ns, startup_fsync_p99_ns;
+  // Defragmentation, set by the defrag path: 1 while one runs
+  // (etcd_disk_defrag_inflight) and each one's duration
+  // (etcd_disk_backend_defrag_duration_seconds, B4).
+  Gauge defrag_inflight;
+  Histogram defrag_seconds{Histogram::Exponential(0.1, 2, 13)};
 };
 
 struct MemberInfo {
@@ -141,6 +201,32 @@ class KvServer {
 
   StatusInfo GetStatus() const;
   std::vector<MemberInfo> Members() const;
+  // ---- alarms, quota, defragmentation (src/kv/alarms.h) ----
+  // Maintenance.Alarm: GET / ACTIVATE / DEACTIVATE, all through raft as in
+  // etcd; resp gets etcd's answer (no header). GET ignores the member id and
+  // lists every alarm of the type (NONE: of every type).
+  void Alarm(const etcdserverpb::AlarmRequest* req, etcdserverpb::AlarmResponse* resp, Done done);
+  // Maintenance.Defragment: compacts the backend file (mvcc::Store::Defrag)
+  // on the apply thread, between batches: writes wait while it runs.
+  void Defragment(Done done);
+  // Active alarm type names ("NOSPACE", "CORRUPT"), for /health.
+  std::vector<std::string> ActiveAlarms() const;
+  // Active alarms with their member ids, in activation order.
+  std::vector<AlarmInfo> Alarms() const { return alarms_.Get(); }
+  // Every (member, type) active at some point since open, with whether it is
+  // active now (etcd_debugging_server_alarms: 1 / 0).
+  std::vector<AlarmStore::Seen> AlarmsForMetrics() const { return alarms_.SeenAlarms(); }
+  // The backend quota (etcd's quotaKVServer / quotaLeaseServer), checked
+  // before a write is proposed: false if the file size + cost reaches
+  // --quota-backend-bytes (cost 0 or a negative quota: always true). Put and
+  // Txn check it themselves; LeaseGrant is to do as etcd: if
+  // (!QuotaAvailable(kQuotaLeaseOverhead)) return RaiseNoSpace(done); and its
+  // apply is refused while NOSPACE is active (AlarmGate).
+  bool QuotaAvailable(int64_t cost) const;
+  // Proposes ACTIVATE NOSPACE for this member, then fails done with "etcdserver:
+  // mvcc: database space exceeded" whatever became of the proposal.
+  void RaiseNoSpace(Done done);
+
   uint64_t member_id() const { return member_id_; }
   uint64_t cluster_id() const { return cluster_id_; }
   const Options& options() const { return opts_; }
@@ -149,6 +235,10 @@ class KvServer {
   ServerProbe& probe() { return probe_; }
   wal::WalProbe& wal_probe() { return wal_probe_; }
   mvcc::MvccProbe& mvcc_probe() { return mvcc_probe_; }
+  raft::RaftProbe& raft_probe() { return raft_probe_; }
+  WatchProbe& watch_probe() { return watch_probe_; }
+  // Watch streams (server/watch_service.cc); valid from Open until destruction.
+  WatchHub& watch_hub() { return *watch_; }
 
  private:
   struct Proposal {
@@ -179,7 +269,12 @@ class KvServer {
   Status ApplyInternal(mvcc::Store::Batch& b, const engrampb::InternalRequest& ir, const google::protobuf::Message* req,
                        google::protobuf::Message* resp);
   bool WaitApplied(uint64_t index, int timeout_ms);
+  // Alarms (etcd's applierV3Capped/Corrupt and applierV3backend.Alarm).
+  Status AlarmGate(engrampb::InternalRequest::RequestCase kind, const google::protobuf::Message* req) const;
+  Status ApplyAlarm(mvcc::Store::Batch& b, const etcdserverpb::AlarmRequest& r, etcdserverpb::AlarmResponse* resp);
+  void RunDefrag(std::vector<Done>& waiters);  // apply thread
   void LoadMembers();
+  void CheckDisk();  // startup fsync latency (disk_check.h), metrics and a warning
 
   const Options opts_;
   uint64_t member_id_ = 0, cluster_id_ = 0;
@@ -188,6 +283,8 @@ class KvServer {
   ServerProbe probe_;
   wal::WalProbe wal_probe_;
   mvcc::MvccProbe mvcc_probe_;
+  raft::RaftProbe raft_probe_;
+  WatchProbe watch_probe_;
 
   std::unique_ptr<mvcc::Store> store_;
   std::unique_ptr<wal::Wal> wal_;                    // raft thread only (after Init)
@@ -216,6 +313,9 @@ class KvServer {
   std::condition_variable apply_cv_;
   std::vector<raft::Entry> apply_queue_;  // guarded by apply_mu_
   bool apply_done_ = false;               // guarded by apply_mu_
+  std::vector<Done> defrag_waiters_;      // guarded by apply_mu_: Defragment calls to run
+
+  AlarmStore alarms_;
 
   // Applied-index waiters.
   std::mutex applied_mu_;
@@ -231,6 +331,7 @@ class KvServer {
   std::string cluster_version_;      // guarded by members_mu_
 
   std::unique_ptr<Compactor> compactor_;
+  std::unique_ptr<WatchHub> watch_;  // created in Init, before the apply thread
   std::thread raft_thread_, apply_thread_, sync_thread_;
   std::once_flag stop_once_;
 };

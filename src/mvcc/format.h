@@ -36,6 +36,10 @@ inline constexpr size_t kRecordHeaderSize = 1 + 8 * 4 + 4;
 inline constexpr const char* kKeyDb = "key";
 inline constexpr const char* kMetaDb = "meta";
 
+// Defrag's compacted copy, in the store's dir, renamed over "db" when done
+// (FORMAT.md, Defragmentation). Open removes a leftover one.
+inline constexpr std::string_view kDefragTmpFile = "db.defrag.tmp";
+
 // Meta names reserved for the store itself (PutMeta refuses the "mvcc." prefix).
 inline constexpr std::string_view kReservedMetaPrefix = "mvcc.";
 inline constexpr std::string_view kMetaFormat = "mvcc.format";

@@ -1,10 +1,13 @@
 #include "src/mvcc/store.h"
 
+#include <fcntl.h>
 #include <lmdb.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 #include <filesystem>
 #include <mutex>
 #include <shared_mutex>
@@ -65,19 +68,59 @@ Store::RwLock::RwLock() {
 
 Store::RwLock::~RwLock() { pthread_rwlock_destroy(&l_); }
 
-// RAII handle on a pooled read transaction.
+// env_mu_ held shared by this thread: for which store, and how many times
+// (a read inside a Scan callback re-enters instead of queueing behind a
+// waiting Defrag, which would deadlock).
+namespace {
+thread_local const void* tl_env_store = nullptr;
+thread_local int tl_env_depth = 0;
+constexpr int kEnvCounted = 1;    // counted in tl_env_depth (the last one out unlocks)
+constexpr int kEnvUntracked = 2;  // this thread tracks another store: plain lock
+}  // namespace
+
+int Store::LockEnvShared() const {
+  if (tl_env_depth > 0 && tl_env_store == this) {
+    tl_env_depth++;
+    return kEnvCounted;
+  }
+  env_mu_.lock_shared();
+  if (tl_env_depth > 0) return kEnvUntracked;
+  tl_env_store = this;
+  tl_env_depth = 1;
+  return kEnvCounted;
+}
+
+void Store::UnlockEnvShared(int token) const {
+  if (token == kEnvUntracked) {
+    env_mu_.unlock_shared();
+  } else if (token == kEnvCounted && --tl_env_depth == 0) {
+    tl_env_store = nullptr;
+    env_mu_.unlock_shared();
+  }
+}
+
+// RAII handle on a pooled read transaction. Holds env_mu_ shared while it has
+// a transaction (Defrag must not close the environment under it).
 class Store::ReadTxn {
  public:
   explicit ReadTxn(const Store* s) : s_(s) {}
   ~ReadTxn() {
-    if (t_) s_->ReleaseReadTxn(t_);
+    if (t_) {
+      s_->ReleaseReadTxn(t_);
+      s_->UnlockEnvShared(env_token_);
+    }
   }
   ReadTxn(const ReadTxn&) = delete;
   ReadTxn& operator=(const ReadTxn&) = delete;
   Status Acquire() {
+    int token = s_->LockEnvShared();
     Result<MDB_txn*> r = s_->AcquireReadTxn();
-    if (!r.ok()) return r.status();
+    if (!r.ok()) {
+      s_->UnlockEnvShared(token);
+      return r.status();
+    }
     t_ = r.value();
+    env_token_ = token;
     return Status::OK();
   }
   MDB_txn* get() const { return t_; }
@@ -85,6 +128,7 @@ class Store::ReadTxn {
  private:
   const Store* s_;
   MDB_txn* t_ = nullptr;
+  int env_token_ = 0;
 };
 
 Result<MDB_txn*> Store::AcquireReadTxn() const {
@@ -97,16 +141,21 @@ Result<MDB_txn*> Store::AcquireReadTxn() const {
     }
   }
   if (t != nullptr) {
-    if (mdb_txn_renew(t) == 0) return t;
+    if (mdb_txn_renew(t) == 0) {
+      probe_->open_read_txns.Add(1);  // metrics
+      return t;
+    }
     mdb_txn_abort(t);
     t = nullptr;
   }
   int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t);
   if (rc != 0) return MdbError("begin read transaction", rc);
+  probe_->open_read_txns.Add(1);  // metrics
   return t;
 }
 
 void Store::ReleaseReadTxn(MDB_txn* t) const {
+  probe_->open_read_txns.Add(-1);  // metrics
   mdb_txn_reset(t);
   {
     std::lock_guard<std::mutex> g(pool_mu_);
@@ -121,7 +170,8 @@ void Store::ReleaseReadTxn(MDB_txn* t) const {
 // ---------------------------------------------------------------------------
 // Open / close
 
-Store::Store(const Options& options) : opts_(options), probe_(options.probe ? options.probe : &own_probe_) {}
+Store::Store(const Options& options)
+    : opts_(options), probe_(options.probe ? options.probe : &own_probe_), prefix_stats_(options.prefix_depth) {}
 
 Store::~Store() {
   if (active_batch_ != nullptr) ENGRAM_PANIC("mvcc: store destroyed with an open batch");
@@ -132,15 +182,19 @@ Store::~Store() {
 
 Result<std::unique_ptr<Store>> Store::Open(const Options& options) {
   std::unique_ptr<Store> s(new Store(options));
+  // A defragmentation interrupted before its rename leaves its copy behind;
+  // the file itself is whole (the rename is the commit point).
+  const std::string tmp = options.dir + "/" + std::string(format::kDefragTmpFile);
+  if (::access(tmp.c_str(), F_OK) == 0) {
+    LOG_WARN("mvcc: removing the copy of an interrupted defragmentation", {{"path", tmp}});
+    if (::unlink(tmp.c_str()) != 0) return Status::Errno("mvcc: unlink", tmp, errno);
+  }
   ENGRAM_RETURN_IF_ERROR(s->OpenEnv());
   ENGRAM_RETURN_IF_ERROR(s->Rebuild());
   return Result<std::unique_ptr<Store>>(std::move(s));
 }
 
-Status Store::OpenEnv() {
-  std::error_code ec;
-  std::filesystem::create_directories(opts_.dir, ec);
-  if (ec) return Status::IOError("mvcc: create " + opts_.dir + ": " + ec.message());
+Status Store::CreateEnv() {
   int rc = mdb_env_create(&env_);
   if (rc != 0) {
     env_ = nullptr;
@@ -156,6 +210,32 @@ Status Store::OpenEnv() {
   }
   int dead = 0;
   mdb_reader_check(env_, &dead);  // slots left by a crashed process
+  return Status::OK();
+}
+
+Status Store::ReopenEnvAfterDefrag() {
+  ENGRAM_RETURN_IF_ERROR(CreateEnv());
+  // The copy has both databases and every meta value: a read-only
+  // transaction opens the handles (no write lock taken under env_mu_).
+  MDB_txn* t = nullptr;
+  int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &t);
+  if (rc != 0) return MdbError("begin", rc);
+  if ((rc = mdb_dbi_open(t, format::kKeyDb, 0, &key_dbi_)) != 0 ||
+      (rc = mdb_dbi_open(t, format::kMetaDb, 0, &meta_dbi_)) != 0) {
+    mdb_txn_abort(t);
+    return MdbError("open databases", rc);
+  }
+  if ((rc = mdb_txn_commit(t)) != 0) return MdbError("commit", rc);
+  return Status::OK();
+}
+
+Status Store::OpenEnv() {
+  std::error_code ec;
+  std::filesystem::create_directories(opts_.dir, ec);
+  if (ec) return Status::IOError("mvcc: create " + opts_.dir + ": " + ec.message());
+  ENGRAM_RETURN_IF_ERROR(CreateEnv());
+  int rc;
+  std::string path = opts_.dir + "/db";
 
   MDB_txn* t = nullptr;
   if ((rc = mdb_txn_begin(env_, nullptr, 0, &t)) != 0) return MdbError("begin", rc);
@@ -255,6 +335,8 @@ Status Store::Rebuild() {
   probe_->current_revision.Set(rev);
   probe_->compact_revision.Set(compact_rev_.load());
   probe_->keys_total.Set(live_keys_);
+  ENGRAM_RETURN_IF_ERROR(RebuildPrefixStats(rev));
+  UpdateFileBytes();
   SizeInfo size = Size();
   LOG_INFO("mvcc: opened store", {{"path", opts_.dir + "/db"},
                                    {"current-revision", rev},
@@ -263,6 +345,24 @@ Status Store::Rebuild() {
                                    {"revisions", static_cast<uint64_t>(records)},
                                    {"keys", live_keys_},
                                    {"size-bytes", size.total_bytes}});
+  return Status::OK();
+}
+
+// Per-prefix live keys and bytes from the index: one read of each live key's
+// newest record (metrics; skipped when prefix stats are off).
+Status Store::RebuildPrefixStats(int64_t rev) {
+  prefix_stats_.Reset();
+  if (!prefix_stats_.enabled()) return Status::OK();
+  ReadTxn txn(this);
+  ENGRAM_RETURN_IF_ERROR(txn.Acquire());
+  PrefixStats::Delta d;
+  index_.Visit("", std::string_view("\0", 1), rev, [&](KeyIndex::Map::const_iterator it, const Revision& r) {
+    KeyValueRef ref;
+    ReadRecord(txn.get(), r, &ref);
+    prefix_stats_.Count(&d, it->first, 1, static_cast<int64_t>(ref.key.size() + ref.value.size()));
+    return true;
+  });
+  prefix_stats_.Apply(&d);
   return Status::OK();
 }
 
@@ -365,6 +465,44 @@ Result<int64_t> Store::Scan(std::string_view key, std::string_view end, int64_t 
   return cur;
 }
 
+Result<int64_t> Store::ScanEvents(int64_t from_rev, int64_t to_rev, const EventScanFn& fn) const {
+  ReadTxn txn(this);
+  int64_t cur;
+  {
+    // As Range: the compact revision is checked and the read transaction
+    // opened under the lock, so a compaction cannot remove what is scanned.
+    std::shared_lock<RwLock> l(mu_);
+    cur = rev_.load(std::memory_order_acquire);
+    if (from_rev < compact_rev_.load(std::memory_order_relaxed)) return Status::OutOfRange(kCompacted);
+    ENGRAM_RETURN_IF_ERROR(txn.Acquire());
+  }
+  // The transaction may see a batch committed after cur was read: stop at cur.
+  const int64_t end = (to_rev <= 0 || to_rev > cur) ? cur : to_rev;
+  if (from_rev < 1) from_rev = 1;
+  if (from_rev > end) return end;
+  MDB_cursor* c = nullptr;
+  int rc = mdb_cursor_open(txn.get(), key_dbi_, &c);
+  if (rc != 0) return MdbError("open cursor", rc);
+  char kb[format::kRevKeySize];
+  format::EncodeRevKey(kb, from_rev, 0, false);  // sorts before every record of from_rev
+  MDB_val k{sizeof(kb), kb}, v;
+  for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    format::DecodedRevKey rk;
+    format::RecordView rec;
+    if (!format::DecodeRevKey(static_cast<const char*>(k.mv_data), k.mv_size, &rk) ||
+        !format::DecodeRecord(static_cast<const char*>(v.mv_data), v.mv_size, &rec)) {
+      mdb_cursor_close(c);
+      return Status::Corruption("mvcc: bad record in key db at revision " + std::to_string(rk.main));
+    }
+    if (rk.main > end) break;
+    KeyValueRef ref{rec.key, rec.value, rec.create_revision, rk.main, rec.version, rec.lease};
+    if (!fn(ref, rk.tombstone)) break;
+  }
+  mdb_cursor_close(c);
+  if (rc != 0 && rc != MDB_NOTFOUND) return MdbError("scan key db", rc);
+  return end;
+}
+
 int64_t Store::Rev() const { return rev_.load(std::memory_order_acquire); }
 int64_t Store::CompactRev() const { return compact_rev_.load(std::memory_order_acquire); }
 uint64_t Store::ConsistentIndex() const { return consistent_index_.load(std::memory_order_acquire); }
@@ -427,9 +565,82 @@ int64_t Store::FreePagesForTesting() const {
 }
 
 Status Store::CopyTo(const std::string& path, bool compact) const {
+  int token = LockEnvShared();
   int rc = mdb_env_copy2(env_, path.c_str(), compact ? MDB_CP_COMPACT : 0);
+  UnlockEnvShared(token);
   if (rc != 0) return MdbError(("copy to " + path).c_str(), rc);
   return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Defragmentation
+
+void Store::UpdateFileBytes() {
+  MDB_envinfo info;
+  MDB_stat st;
+  if (mdb_env_info(env_, &info) != 0 || mdb_env_stat(env_, &st) != 0) return;
+  file_bytes_.store(static_cast<int64_t>(info.me_last_pgno + 1) * st.ms_psize, std::memory_order_release);
+}
+
+namespace {
+
+Status FsyncDir(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::Errno("open", dir, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return Status::Errno("fsync", dir, err);
+  return Status::OK();
+}
+
+}  // namespace
+
+Status Store::Defrag() {
+  ENGRAM_CHECK(active_batch_ == nullptr, "mvcc: defrag with an open batch");
+  const std::string path = opts_.dir + "/db";
+  const std::string tmp = opts_.dir + "/" + std::string(format::kDefragTmpFile);
+  // 1. The compacted copy, beside the file, while readers go on (the writer,
+  //    this thread, is paused, so the copy is the last committed state).
+  ::unlink(tmp.c_str());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::Errno("mvcc: defrag: create", tmp, errno);
+  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
+  Status st = rc != 0 ? MdbError(("defrag: copy to " + tmp).c_str(), rc) : Status::OK();
+  if (st.ok() && FAILPOINT("mvcc-defrag-after-copy")) st = Status::IOError("mvcc: defrag: failpoint mvcc-defrag-after-copy");
+  if (st.ok() && ::fsync(fd) != 0) st = Status::Errno("mvcc: defrag: fsync", tmp, errno);
+  if (::close(fd) != 0 && st.ok()) st = Status::Errno("mvcc: defrag: close", tmp, errno);
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  // 2. The swap: no read transaction may be open on the old environment.
+  {
+    std::unique_lock<RwLock> l(env_mu_);
+    {
+      std::lock_guard<std::mutex> g(pool_mu_);
+      for (MDB_txn* t : pool_) mdb_txn_abort(t);
+      pool_.clear();
+    }
+    mdb_env_close(env_);
+    env_ = nullptr;
+    // A fresh lock file: LMDB keeps the last transaction id in it, and the
+    // copy restarts the ids; a lock file still open elsewhere (an mdb_stat)
+    // would otherwise hand the new environment the old id.
+    ::unlink((path + "-lock").c_str());
+    if (FAILPOINT("mvcc-defrag-before-rename")) st = Status::IOError("mvcc: defrag: failpoint mvcc-defrag-before-rename");
+    if (st.ok() && ::rename(tmp.c_str(), path.c_str()) != 0) st = Status::Errno("mvcc: defrag: rename", tmp, errno);
+    if (!st.ok()) ::unlink(tmp.c_str());  // the old file is untouched: reopen it
+    // The rename is durable before anything is written to the new file.
+    Status ds = FsyncDir(opts_.dir);
+    if (!ds.ok()) LOG_WARN("mvcc: defrag: cannot fsync the data dir", {{"error", ds.ToString()}});
+    if (FAILPOINT("mvcc-defrag-before-reopen")) ENGRAM_PANIC("failpoint mvcc-defrag-before-reopen");
+    Status os = ReopenEnvAfterDefrag();
+    if (!os.ok()) ENGRAM_PANIC("mvcc: defrag: cannot reopen the backend", {{"path", path}, {"error", os.ToString()}});
+    UpdateFileBytes();
+  }
+  Size();  // size gauges
+  return st;
 }
 
 // ---------------------------------------------------------------------------
@@ -447,7 +658,9 @@ std::unique_ptr<Store::Batch> Store::BeginBatch() {
 
 Status Store::Sync() {
   auto start = std::chrono::steady_clock::now();
+  int token = LockEnvShared();
   int rc = mdb_env_sync(env_, 1);
+  UnlockEnvShared(token);
   probe_->commit_seconds.ObserveSince(start);
   if (rc != 0) return MdbError("sync", rc);
   return Status::OK();
@@ -462,10 +675,13 @@ void Store::CompactIndexAndDelete(int64_t rev, bool at_open) {
     std::unique_lock<RwLock> l(mu_);
     compact_rev_.store(rev, std::memory_order_release);
   }
+  auto index_start = std::chrono::steady_clock::now();
   for (auto it = index_.Begin(); it != index_.MutableEnd();) {
     std::unique_lock<RwLock> l(mu_);
     it = index_.CompactSome(rev, it, kCompactIndexStep, &garbage);
   }
+  probe_->index_compaction_pause_ms.Observe(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - index_start).count());
   probe_->compact_revision.Set(rev);
   // Ascending revision order matters: a crash between chunks leaves, for each
   // key, a suffix of its garbage, whose newest entry (possibly a tombstone) is
@@ -474,6 +690,7 @@ void Store::CompactIndexAndDelete(int64_t rev, bool at_open) {
   auto start_all = std::chrono::steady_clock::now();
   size_t done = 0;
   while (done < garbage.size()) {
+    auto chunk_start = std::chrono::steady_clock::now();
     MDB_txn* t = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, 0, &t);
     if (rc != 0) {
@@ -502,8 +719,14 @@ void Store::CompactIndexAndDelete(int64_t rev, bool at_open) {
       return;
     }
     probe_->compaction_keys_total.Inc(end - done);
+    UpdateFileBytes();
+    probe_->db_compaction_pause_ms.Observe(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - chunk_start).count());
     done = end;
   }
+  probe_->db_compaction_total_ms.Observe(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_all).count());
+  probe_->db_compaction_last.Set(static_cast<int64_t>(std::time(nullptr)));
   if (!garbage.empty() || !at_open) {
     LOG_INFO("mvcc: finished compaction",
              {{"compact-revision", rev},
@@ -599,11 +822,14 @@ Status Store::Batch::Commit(uint64_t consistent_index) {
   }
   s_->consistent_index_.store(consistent_index, std::memory_order_release);
   s_->live_keys_ += live_delta_;
+  s_->prefix_stats_.Apply(&prefix_delta_);  // metrics: per-prefix live keys/bytes
+  s_->UpdateFileBytes();  // for the quota check (FileBytes)
   s_->rev_.store(rev_, std::memory_order_release);  // readers see the batch from here
   s_->probe_->current_revision.Set(rev_);
   s_->probe_->keys_total.Set(s_->live_keys_);
   undo_.clear();
   Finish();
+  s_->Size();  // metrics: refreshes the size gauges, as etcd does on commit (scrapes never open the env)
   if (compact_pending_set_) s_->compacted_once_.store(true);
   if (pending_compact_ > 0) {
     if (FAILPOINT("mvcc-before-compaction")) return Status::OK();  // as if it crashed here
@@ -621,6 +847,7 @@ void Store::Batch::Abort() {
 }
 
 void Store::Batch::Undo() {
+  prefix_delta_.Clear();
   if (undo_.empty()) return;
   int64_t published = s_->rev_.load(std::memory_order_relaxed);
   std::unique_lock<RwLock> l(s_->mu_);
@@ -716,6 +943,7 @@ Status Store::Batch::Txn::Put(std::string_view key, std::string_view value, int6
   auto cit = idx.Find(key);
   bool alive = cit != idx.End() && cit->second.Alive();
   int64_t create = main_, version = 1;
+  int64_t old_bytes = 0;  // key + value of the live kv this put replaces (prefix stats)
   if (alive) {
     create = cit->second.create;
     version = cit->second.version + 1;
@@ -723,6 +951,11 @@ Status Store::Batch::Txn::Put(std::string_view key, std::string_view value, int6
       KeyValueRef ref;
       s->ReadRecord(b_->txn_, cit->second.revs.back(), &ref);
       *prev = ref.ToKeyValue();
+      old_bytes = static_cast<int64_t>(ref.key.size() + ref.value.size());
+    } else if (s->prefix_stats_.enabled()) {
+      KeyValueRef ref;
+      s->ReadRecord(b_->txn_, cit->second.revs.back(), &ref);
+      old_bytes = static_cast<int64_t>(ref.key.size() + ref.value.size());
     }
   } else if (prev != nullptr) {
     prev->reset();
@@ -740,6 +973,9 @@ Status Store::Batch::Txn::Put(std::string_view key, std::string_view value, int6
     return st;
   }
   format::EncodeRecord(static_cast<char*>(v.mv_data), key, value, create, main_, version, lease);
+  if (b_->record_events_) {
+    b_->events_.push_back(Event{false, KeyValue{std::string(key), std::string(value), create, main_, version, lease}});
+  }
   {
     std::unique_lock<RwLock> l(s->mu_);
     bool inserted = false;
@@ -751,6 +987,8 @@ Status Store::Batch::Txn::Put(std::string_view key, std::string_view value, int6
     e.version = version;
   }
   if (!alive) b_->live_delta_++;
+  s->prefix_stats_.Count(&b_->prefix_delta_, key, alive ? 0 : 1,
+                         static_cast<int64_t>(key.size() + value.size()) - old_bytes);
   sub_++;
   puts_++;
   put_bytes_ += key.size() + value.size();
@@ -774,10 +1012,11 @@ Result<int64_t> Store::Batch::Txn::DeleteRange(std::string_view key, std::string
   if (prev != nullptr) prev->reserve(prev->size() + keys.size());
   for (size_t i = 0; i < keys.size(); i++) {
     const std::string& k = keys[i]->first;
-    if (prev != nullptr) {
+    if (prev != nullptr || s->prefix_stats_.enabled()) {
       KeyValueRef ref;
       s->ReadRecord(b_->txn_, keys[i]->second.revs.back(), &ref);
-      prev->push_back(ref.ToKeyValue());
+      if (prev != nullptr) prev->push_back(ref.ToKeyValue());
+      s->prefix_stats_.Count(&b_->prefix_delta_, k, -1, -static_cast<int64_t>(ref.key.size() + ref.value.size()));
     }
     char kb[format::kRevKeySize];
     format::EncodeRevKey(kb, main_, sub_ + i, true);
@@ -790,6 +1029,7 @@ Result<int64_t> Store::Batch::Txn::DeleteRange(std::string_view key, std::string
       return st;
     }
     format::EncodeRecord(static_cast<char*>(mv.mv_data), k, {}, 0, main_, 0, 0);
+    if (b_->record_events_) b_->events_.push_back(Event{true, KeyValue{k, {}, 0, main_, 0, 0}});
   }
   {
     std::unique_lock<RwLock> l(s->mu_);

@@ -24,7 +24,7 @@
 // "key" in revision order.
 //
 // Threads and locks:
-//   - Reads (Range, Scan, Rev, CompactRev, ConsistentIndex, GetMeta, Size,
+//   - Reads (Range, Scan, ScanEvents, Rev, CompactRev, ConsistentIndex, GetMeta, Size,
 //     CopyTo) may run on any thread, concurrently with each other and with the
 //     writer. A read sees the last committed batch: the revision R published
 //     after the LMDB commit. Readers hold mu_ shared only while they pick the
@@ -43,6 +43,14 @@
 //     holds an LMDB read transaction opened before the removal, so it still
 //     finds them.
 //   - mu_ prefers writers, so a stream of readers cannot starve the apply loop.
+//   - Defragmentation (Defrag, writer thread, no batch open) swaps the LMDB
+//     environment. Every use of it outside the writer thread (a read
+//     transaction for its whole life, Sync, CopyTo) holds env_mu_ shared;
+//     Defrag copies the file while readers go on, then holds env_mu_ exclusive
+//     only to close the environment, rename the copy over the file and reopen.
+//     env_mu_ prefers writers too; a thread already holding it shared (e.g. a
+//     read inside a Scan callback) re-enters without waiting. FORMAT.md has the
+//     crash-safety argument.
 //   - Inside a batch, requests see the batch's uncommitted writes (the writer
 //     reads the index without the lock and values through its write txn).
 #pragma once
@@ -62,6 +70,7 @@
 #include "src/common/probe.h"
 #include "src/common/status.h"
 #include "src/mvcc/key_index.h"
+#include "src/mvcc/prefix_stats.h"
 
 struct MDB_env;
 struct MDB_txn;
@@ -87,6 +96,16 @@ struct KeyValueRef {
 // Return false to stop the scan.
 using ScanFn = std::function<bool(const KeyValueRef&)>;
 
+// One change written by a request (etcd's mvccpb.Event), for watchers. A
+// delete's kv is the tombstone: key and mod_revision only.
+struct Event {
+  bool tombstone = false;
+  KeyValue kv;
+};
+// Visits one change of the history (ref valid only inside the call); return
+// false to stop.
+using EventScanFn = std::function<bool(const KeyValueRef& kv, bool tombstone)>;
+
 struct RangeOptions {
   int64_t limit = 0;  // 0: no limit (count still counts every key)
   int64_t rev = 0;    // 0 (or negative): current
@@ -107,9 +126,16 @@ struct MvccProbe {
   Counter range_total, put_total, delete_total, txn_total;  // etcd_mvcc_{range,put,delete,txn}_total
   Gauge keys_total;                       // live keys (etcd_debugging_mvcc_keys_total)
   Gauge current_revision, compact_revision;
-  Gauge db_total_size_bytes, db_total_size_in_use_bytes;  // updated by Size()
+  Gauge db_total_size_bytes, db_total_size_in_use_bytes;  // updated by Size() (and so by each commit)
   Counter total_put_size_bytes;           // key+value bytes put (etcd_debugging_mvcc_total_put_size_in_bytes)
   Counter compaction_keys_total;          // revisions removed (etcd_debugging_mvcc_db_compaction_keys_total)
+  // Compaction timings (etcd_debugging_mvcc_{index_compaction_pause,db_compaction_pause,
+  // db_compaction_total}_duration_milliseconds) and the unix time of the last one.
+  Histogram index_compaction_pause_ms{Histogram::Exponential(0.5, 2, 14)};  // B7
+  Histogram db_compaction_pause_ms{Histogram::Exponential(1, 2, 13)};       // B8: each removal chunk
+  Histogram db_compaction_total_ms{Histogram::Exponential(100, 2, 14)};     // B9
+  Gauge db_compaction_last;               // unix seconds (etcd_debugging_mvcc_db_compaction_last)
+  Gauge open_read_txns;                   // LMDB read txns in use (etcd_mvcc_db_open_read_transactions)
 };
 
 struct Options {
@@ -117,6 +143,7 @@ struct Options {
   size_t map_size = 64ull << 30;  // LMDB map size: the largest the file may grow
   MvccProbe* probe = nullptr;     // optional; must outlive the store
   bool no_sync = true;            // MDB_NOSYNC: commits are durable only after Sync()
+  int prefix_depth = 0;           // per-prefix live key/byte stats (prefix_stats.h); 0: off
   unsigned max_readers = 512;     // LMDB reader slots (concurrent read transactions)
 };
 
@@ -142,6 +169,14 @@ class Store {
   // materializing a result (for callers that sort or filter everything).
   // Returns the store's current revision, as RangeResult::rev. Same errors.
   Result<int64_t> Scan(std::string_view key, std::string_view end, int64_t rev, const ScanFn& fn) const;
+  // History by revision (for watchers): visits every change whose main
+  // revision is in [from_rev, to_rev] (to_rev <= 0: current) in revision
+  // order, puts and tombstones alike, by a cursor walk of the "key" DB.
+  // Returns the last revision covered, min(to_rev, current). Error: OutOfRange
+  // "mvcc: required revision has been compacted" if from_rev < CompactRev()
+  // (revisions from the compact revision on are complete, as in etcd, except
+  // tombstones at exactly the compact revision); Unavailable as Range.
+  Result<int64_t> ScanEvents(int64_t from_rev, int64_t to_rev, const EventScanFn& fn) const;
 
   int64_t Rev() const;         // last committed revision
   int64_t CompactRev() const;  // 0 until the first compaction
@@ -158,9 +193,26 @@ class Store {
   // Free pages by walking LMDB's free list (slow; for tests and diagnostics).
   int64_t FreePagesForTesting() const;
 
+  // Live keys and bytes per key prefix (Options::prefix_depth). Any thread.
+  const PrefixStats& prefix_stats() const { return prefix_stats_; }
+
   // Writes a consistent copy of the last committed state to path (a new file),
   // with MDB_CP_COMPACT when compact. Any thread; for snapshots.
   Status CopyTo(const std::string& path, bool compact) const;
+
+  // The file size (SizeInfo::total_bytes) as of the last commit, without
+  // locks or LMDB calls: for the backend quota check on every write request.
+  int64_t FileBytes() const { return file_bytes_.load(std::memory_order_acquire); }
+
+  // Defragments the file (etcd's backend.Defrag): writes a compacted copy of
+  // the last committed state (MDB_CP_COMPACT: no free pages, pages renumbered)
+  // to <dir>/db.defrag.tmp, fsyncs it, then closes the environment, renames the
+  // copy over <dir>/db, fsyncs the directory and reopens. Readers keep going
+  // during the copy and wait only for the swap; the key index, revisions,
+  // consistent index and meta values are unchanged. Writer thread only, with
+  // no batch open (the apply loop is paused while it runs). A failure before
+  // the rename leaves the store as it was; failing to reopen panics.
+  Status Defrag();
 
   // ---- writes: ONE writer thread (the apply loop) ----
 
@@ -175,7 +227,14 @@ class Store {
  private:
   explicit Store(const Options& options);
   Status OpenEnv();
+  Status CreateEnv();             // mdb_env_create + settings + mdb_env_open
+  Status ReopenEnvAfterDefrag();  // CreateEnv + DBI handles (read-only txn)
   Status Rebuild();
+  void UpdateFileBytes();  // writer thread (or env_mu_ exclusive)
+  // env_mu_ shared, re-entrant per thread; the token tells Unlock what to undo.
+  int LockEnvShared() const;
+  void UnlockEnvShared(int token) const;
+  Status RebuildPrefixStats(int64_t rev);  // metrics (prefix_stats.h)
   // Compacts the index at rev, then removes the dropped revisions from LMDB in
   // ascending order, kCompactChunk per write transaction. Writer thread.
   void CompactIndexAndDelete(int64_t rev, bool at_open);
@@ -218,6 +277,10 @@ class Store {
   unsigned int meta_dbi_ = 0;  // MDB_dbi of "meta"
 
   mutable RwLock mu_;
+  // Guards env_ (and the DBI handles) against Defrag's swap: see "Threads and
+  // locks" above.
+  mutable RwLock env_mu_;
+  std::atomic<int64_t> file_bytes_{0};
   // GUARDED_BY(mu_): readers hold mu_ shared; the writer thread changes it
   // holding mu_ exclusive and reads it without the lock (it is the only writer).
   KeyIndex index_;
@@ -230,6 +293,8 @@ class Store {
 
   mutable std::mutex pool_mu_;
   mutable std::vector<MDB_txn*> pool_;  // GUARDED_BY(pool_mu_): reset read txns
+
+  PrefixStats prefix_stats_;  // own lock; updated by the writer at commit
 
   // Writer thread only.
   Batch* active_batch_ = nullptr;
@@ -297,6 +362,10 @@ class Store::Batch {
   int64_t Rev() const { return rev_; }
   // The compact revision as this batch sees it (including its own Compact).
   int64_t CompactRev() const;
+  // Records every change the batch's requests make, in revision order, as
+  // Events (for watchers; off by default). Take them after Commit.
+  void RecordEvents(bool on) { record_events_ = on; }
+  std::vector<Event> TakeEvents() { return std::move(events_); }
 
   // Stores the consistent index, commits the LMDB transaction, then publishes
   // the new revision to readers (release ordering), then runs a pending
@@ -324,7 +393,10 @@ class Store::Batch {
   int64_t pending_compact_ = 0;
   bool compact_pending_set_ = false;
   int64_t live_delta_ = 0;
+  PrefixStats::Delta prefix_delta_;  // applied to the store's PrefixStats at commit
   Status sticky_;             // first write error: Commit refuses and aborts
+  bool record_events_ = false;
+  std::vector<Event> events_;  // when record_events_
   std::vector<UndoEntry> undo_;
 };
 

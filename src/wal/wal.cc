@@ -189,8 +189,11 @@ Status Wal::Fail(Status s) {
 
 Status Wal::Fsync(int fd, const std::string& path, bool data_only) {
   auto t0 = Clock::now();
-  int r = data_only ? ::fdatasync(fd) : ::fsync(fd);
-  int err = errno;
+  // "wal-fsync": sleep(N) makes this a slow disk, measured like one (the
+  // fsync drill in tests/e2e/test_prometheus_live.py); error fails the sync.
+  const bool injected = FAILPOINT("wal-fsync");
+  int r = injected ? -1 : (data_only ? ::fdatasync(fd) : ::fsync(fd));
+  int err = injected ? EIO : errno;
   double took = Since(t0);
   if (opts_.probe) opts_.probe->fsync_seconds.Observe(took);
   if (took > kWarnSyncSeconds) {

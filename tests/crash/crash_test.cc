@@ -61,7 +61,7 @@ struct Server {
       execl(bin.c_str(), bin.c_str(), "--name", "s1", "--data-dir", dir.c_str(), "--listen-client-urls", c.c_str(),
             "--advertise-client-urls", c.c_str(), "--listen-peer-urls", p.c_str(), "--initial-advertise-peer-urls",
             p.c_str(), "--initial-cluster", ("s1=" + p).c_str(), "--snapshot-count", "2000",
-            "--snapshot-catchup-entries", "500", static_cast<char*>(nullptr));
+            "--snapshot-catchup-entries", "500", "--listen-metrics-urls", "", static_cast<char*>(nullptr));
       _exit(127);
     }
   }
@@ -81,7 +81,9 @@ struct Server {
 };
 
 std::unique_ptr<etcdserverpb::KV::Stub> Connect(int port) {
-  auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);  // the final check reads every key at once
+  auto ch = grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials(), args);
   return etcdserverpb::KV::NewStub(ch);
 }
 
