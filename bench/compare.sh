@@ -8,6 +8,7 @@
 # Workloads (the issue's): put 1 client / 1 conn; put 100 clients / 10 conns;
 # after a 100k-key preload: range linearizable and serializable, 1 client and
 # 100 clients / 10 conns. Memory: VmHWM and VmRSS after the range runs.
+# ONLY_PUTS=1 runs the two put workloads only.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LG="${LG:-$here/../shared/tools/loadgen/run}"
@@ -56,6 +57,7 @@ for r in $(seq "$REPS"); do
         start $s || exit 1
         run "put_10c_100cl@$s" put --conns 10 --clients 100 --total 100000
         stop
+        [ "${ONLY_PUTS:-0}" = 1 ] && continue
         start $s || exit 1
         run "preload_100k_seq@$s" put --conns 10 --clients 100 --total 100000 --key-space 100000 --key-order seq
         run "range_l_1c_1cl@$s" range --consistency l --conns 1 --clients 1 --total 20000 --key-space 100000

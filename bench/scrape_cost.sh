@@ -51,7 +51,7 @@ for r in $(seq "$REPS"); do
         echo "[$(date +%T)] rep $r $mode" >&2
         start || exit 1
         [ $mode = scrape1s ] && prom_start
-        "$LG" put --conns 10 --clients 100 --total 100000 --endpoints "127.0.0.1:$PORT" --server-pid "$PID" \
+        "$LG" put --conns 10 --clients 100 --total "${TOTAL:-400000}" --endpoints "127.0.0.1:$PORT" --server-pid "$PID" \
             --tag "put_10c_100cl@$mode" >>"$RES" 2>>"$OUT/logs/loadgen.err"
         if [ $mode = scrape1s ]; then
             scrapes=$(curl -s "http://127.0.0.1:$MPORT/metrics" | awk '/^promhttp_metric_handler_requests_total\{code="200"\}/{print $2}')

@@ -218,6 +218,15 @@ void CollectDiskAndMvcc(Families& f, kv::KvServer* kv) {
             D(wp.events_total.Value()));
   f.Gauge("etcd_debugging_mvcc_pending_events_total", "Watch events queued and not yet taken by a stream.",
           D(wp.pending_events_total.Value()));
+  // etcd 3.7's watch send-loop timings.
+  f.Histo("etcd_debugging_server_watch_send_loop_watch_stream_duration_seconds",
+          "Time to send one reply with watch events on a stream.", wp.send_events_seconds);
+  f.Histo("etcd_debugging_server_watch_send_loop_watch_stream_duration_per_event_seconds",
+          "Time to send one reply with watch events, divided by its number of events.", wp.send_per_event_seconds);
+  f.Histo("etcd_debugging_server_watch_send_loop_control_stream_duration_seconds",
+          "Time to send a created or canceled reply.", wp.send_control_seconds);
+  f.Histo("etcd_debugging_server_watch_send_loop_progress_duration_seconds",
+          "Time to send a progress notification.", wp.send_progress_seconds);
 }
 
 void CollectGrpc(Families& f, kv::RpcProbe* rpc) {

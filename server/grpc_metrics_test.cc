@@ -15,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "server/services.h"
+#include "src/kv/testing.h"
 
 namespace engram::server {
 namespace {
@@ -56,16 +57,7 @@ class GrpcMetricsTest : public ::testing::Test {
     dir_ = ::testing::TempDir() + "/grpcmetrics-" + std::to_string(::getpid()) + "-" +
            ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::filesystem::remove_all(dir_);
-    kv::Options o;
-    o.name = "m1";
-    o.member_dir = dir_ + "/member";
-    o.wal_dir = dir_ + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
-    o.member_id = 0x1234;
-    o.cluster_id = 0x5678;
-    o.heartbeat_ms = 10;
-    o.election_ms = 100;
+    kv::Options o = kv::kvtest::TestOptions(dir_, "m1");
     auto s = kv::KvServer::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     kv_ = std::move(*s);

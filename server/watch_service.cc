@@ -1,5 +1,6 @@
 #include "server/watch_service.h"
 
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -60,6 +61,7 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
     {
       std::lock_guard<std::mutex> lk(mu_);
       writing_ = false;
+      if (ok) ObserveSendLocked();
       if (!ok) finish_called_ = true;  // the client is gone (a cancelled call fails its writes)
       if (finish_called_) {
         FinishIfReadyLocked();
@@ -125,7 +127,22 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
     resp_ = std::move(pending_.front());
     pending_.pop_front();
     writing_ = true;
+    write_start_ = std::chrono::steady_clock::now();
     StartWrite(&resp_);
+  }
+
+  // etcd 3.7's send-loop histograms, by kind of reply.
+  void ObserveSendLocked() {
+    kv::WatchProbe& p = kv_->watch_probe();
+    double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - write_start_).count();
+    if (resp_.events_size() > 0) {
+      p.send_events_seconds.Observe(took);
+      p.send_per_event_seconds.Observe(took / resp_.events_size());
+    } else if (resp_.created() || resp_.canceled()) {
+      p.send_control_seconds.Observe(took);
+    } else {
+      p.send_progress_seconds.Observe(took);
+    }
   }
 
   // Ends the call with etcd's code for a client that went away.
@@ -151,6 +168,7 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
 
   std::mutex mu_;
   WatchResponse resp_;                 // the outstanding write
+  std::chrono::steady_clock::time_point write_start_;  // when resp_ was handed to gRPC
   std::deque<WatchResponse> pending_;  // fragments of a reply still to write
   bool writing_ = false;
   bool finish_called_ = false;

