@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <cstring>
 
 #include "src/common/log.h"
@@ -165,6 +166,10 @@ void ClientListener::Loop() {
           if ((errno == EMFILE || errno == ENFILE) && Clock::now() - last_emfile_log > std::chrono::seconds(10)) {
             last_emfile_log = Clock::now();
             LOG_WARN("client listener: accept failed", {{"error", std::strerror(errno)}});
+          }
+          if (errno == EMFILE || errno == ENFILE) {
+            // The socket stays readable: back off instead of spinning.
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
           }
           break;  // EAGAIN, or out of descriptors (retried on the next poll)
         }

@@ -265,6 +265,17 @@ Status KvServer::Init() {
       storage_->ResetCompacted(rep.snapshot.index, rep.snapshot.term);
     }
     ENGRAM_RETURN_IF_ERROR(storage_->Append(rep.entries));
+    // A commit-only hard state is written to the WAL without an fdatasync (as
+    // etcd's raft allows), so after a power loss the WAL's commit can lag the
+    // applied index the store synced. An entry is applied only after it was
+    // committed and its WAL record synced, so the applied index is a safe
+    // commit index as long as the WAL still holds that entry.
+    uint64_t wal_last = rep.entries.empty() ? rep.snapshot.index : rep.entries.back().index;
+    if (applied > rep.hard_state.commit && applied <= wal_last) {
+      LOG_INFO("raising the WAL's commit index to the applied index",
+               {{"wal-commit-index", rep.hard_state.commit}, {"applied-index", applied}});
+      rep.hard_state.commit = applied;
+    }
     storage_->SetHardState(rep.hard_state);
     term_.store(rep.hard_state.term);
     LOG_INFO("restarting local member",
@@ -294,6 +305,16 @@ Status KvServer::Init() {
   node_ = std::move(*node);
   applied_ = applied;
   synced_applied_ = applied;
+  // Proposal ids must not repeat across restarts: a committed but unapplied
+  // entry from an earlier run could otherwise complete a new waiter. As
+  // etcd's idutil: 16 bits of member id, 40 bits of start time (ms), 8-bit
+  // counter space that carries into the time bits.
+  {
+    uint64_t ms = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                            std::chrono::system_clock::now().time_since_epoch())
+                                            .count());
+    next_id_.store(((member_id_ & 0xffff) << 48) | ((ms & 0xffffffffffULL) << 8));
+  }
 
   // A single voter need not wait out an election timeout: the raft thread
   // campaigns as soon as the committed log (the bootstrap conf change) has
@@ -714,6 +735,12 @@ void KvServer::RaftLoop() {
       raft_wakeup_ = false;
     }
     if (stopping_.load()) {
+      {
+        // Proposals queued after the swap above, before stopping_ was set.
+        std::lock_guard<std::mutex> lk(prop_mu_);
+        for (auto& p : prop_queue_) batch.push_back(std::move(p));
+        prop_queue_.clear();
+      }
       for (auto& p : batch) {
         probe_.proposals_pending.Add(-1);
         p.done(errors::Stopped());
@@ -737,6 +764,7 @@ void KvServer::RaftLoop() {
           {
             std::lock_guard<std::mutex> lk(wait_mu_);
             auto it = waiting_.find(p.id);
+            if (it == waiting_.end()) continue;  // already completed by an entry with this id
             w = std::move(it->second);
             waiting_.erase(it);
           }
@@ -804,11 +832,9 @@ void KvServer::RaftLoop() {
           if (exec.owns_lock() && apply_queue_.empty() && defrag_waiters_.empty()) {
             inline_apply = true;
           } else {
-            if (apply_queue_.empty()) {
-              apply_queue_ = std::move(rd.committed_entries);
-            } else {
-              for (auto& e : rd.committed_entries) apply_queue_.push_back(std::move(e));
-            }
+            // Element-wise: rd.committed_entries must keep its indexes for
+            // Advance (moved-from entries keep index and term).
+            for (auto& e : rd.committed_entries) apply_queue_.push_back(std::move(e));
             apply_cv_.notify_one();
           }
         }

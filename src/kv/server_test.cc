@@ -199,3 +199,42 @@ TEST_F(KvServerTest, ErrorsAreEtcds) {
 
 }  // namespace
 }  // namespace engram::kv
+
+namespace engram::kv {
+namespace {
+
+// After a power loss the WAL's last hard state can carry an older commit than
+// the applied index the store synced (commit-only hard states are written
+// without an fdatasync). The member must still start, keeping its data.
+TEST(KvServerRecovery, WalCommitBehindStoreAppliedIndex) {
+  std::string dir = kvtest::FreshDir(::testing::TempDir(), "kvrecovery",
+                                     ::testing::UnitTest::GetInstance()->current_test_info()->name());
+  Options o = kvtest::TestOptions(dir);
+  uint64_t applied = 0;
+  {
+    auto s = KvServer::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    for (int i = 0; i < 3; i++) ASSERT_TRUE(kvtest::PutSync(**s, "k" + std::to_string(i), "v").ok());
+    applied = (*s)->GetStatus().applied_index;
+  }
+  {
+    wal::ReplayResult rep;
+    auto w = wal::Wal::Open(wal::Options{o.wal_dir}, "", &rep);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_GE(rep.hard_state.commit, applied);
+    raft::HardState stale = rep.hard_state;
+    stale.commit = 2;  // as if the last commit-only records never reached the disk
+    ASSERT_TRUE((*w)->Save(stale, {}).ok());
+  }
+  auto s = KvServer::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(4, (*s)->GetStatus().revision);
+  int64_t rev = 0;
+  ASSERT_TRUE(kvtest::PutSync(**s, "after", "x", &rev).ok());
+  EXPECT_EQ(5, rev);
+  s->reset();
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace engram::kv

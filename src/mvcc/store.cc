@@ -633,7 +633,9 @@ Status Store::Defrag() {
     if (!st.ok()) ::unlink(tmp.c_str());  // the old file is untouched: reopen it
     // The rename is durable before anything is written to the new file.
     Status ds = FsyncDir(opts_.dir);
-    if (!ds.ok()) LOG_WARN("mvcc: defrag: cannot fsync the data dir", {{"error", ds.ToString()}});
+    // Without a durable rename an OS crash could bring the old file back,
+    // older than what the caller now believes is synced: fail the defrag.
+    if (!ds.ok() && st.ok()) st = ds;
     if (FAILPOINT("mvcc-defrag-before-reopen")) ENGRAM_PANIC("failpoint mvcc-defrag-before-reopen");
     Status os = ReopenEnvAfterDefrag();
     if (!os.ok()) ENGRAM_PANIC("mvcc: defrag: cannot reopen the backend", {{"path", path}, {"error", os.ToString()}});
