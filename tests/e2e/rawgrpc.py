@@ -111,15 +111,7 @@ def compaction_req(revision, physical=False):
 
 # -- protobuf decoding (for comparing and printing responses) -------------------
 
-def _rd_varint(buf, i):
-    shift = result = 0
-    while True:
-        b = buf[i]
-        i += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, i
-        shift += 7
+from harness import _varint as _rd_varint  # noqa: E402  (one varint reader for the e2e helpers)
 
 
 def decode(buf):
