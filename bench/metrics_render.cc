@@ -12,6 +12,7 @@
 
 #include "exporter/exporter.h"
 #include "src/common/log.h"
+#include "src/kv/testing.h"
 
 namespace engram {
 namespace {
@@ -26,14 +27,7 @@ struct Fixture {
   Fixture() {
     dir = "/tmp/engram-metrics-bench-" + std::to_string(::getpid());
     std::filesystem::remove_all(dir);
-    kv::Options o;
-    o.name = "bench";
-    o.member_dir = dir + "/member";
-    o.wal_dir = dir + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
-    o.member_id = 0x1234;
-    o.cluster_id = 0x5678;
+    kv::Options o = kv::kvtest::TestOptions(dir, "bench");
     auto s = kv::KvServer::Open(o);
     if (!s.ok()) std::abort();
     kv = std::move(*s);

@@ -21,6 +21,7 @@
 
 #include "exporter/process_metrics.h"
 #include "src/mvcc/prefix_stats.h"
+#include "src/kv/testing.h"
 
 namespace engram::exporter {
 namespace {
@@ -240,16 +241,8 @@ class ExporterTest : public ::testing::Test {
   }
 
   void Open(int prefix_depth = 2) {
-    kv::Options o;
-    o.name = "m1";
-    o.member_dir = dir_ + "/member";
-    o.wal_dir = dir_ + "/member/wal";
-    o.peer_urls = {"http://127.0.0.1:2380"};
-    o.client_urls = {"http://127.0.0.1:2379"};
+    kv::Options o = kv::kvtest::TestOptions(dir_, "m1");
     o.member_id = 0x8e9e05c52164694dULL;
-    o.cluster_id = 0x5678;
-    o.heartbeat_ms = 10;
-    o.election_ms = 100;
     o.metrics_prefix_depth = prefix_depth;
     auto s = kv::KvServer::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
@@ -273,11 +266,7 @@ class ExporterTest : public ::testing::Test {
     return st;
   }
   Status Put(const std::string& k, const std::string& v) {
-    etcdserverpb::PutRequest req;
-    req.set_key(k);
-    req.set_value(v);
-    etcdserverpb::PutResponse resp;
-    return Call([&](auto* q, auto* r, auto d) { kv_->Put(q, r, d); }, req, resp);
+    return kv::kvtest::PutSync(*kv_, k, v);
   }
   Status Delete(const std::string& k) {
     etcdserverpb::DeleteRangeRequest req;

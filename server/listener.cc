@@ -25,14 +25,16 @@ using Clock = std::chrono::steady_clock;
 constexpr size_t kPrefaceLen = sizeof(ClientListener::kHttp2Preface) - 1;  // 24
 constexpr int kPartialRecheckMs = 10;
 
-Status BindTcp(const Url& u, int* fd_out, int* port_out) {
+}  // namespace
+
+Status BindTcp(const Url& u, const char* what, int* fd_out, int* port_out) {
   struct addrinfo hints = {}, *res = nullptr;
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
   std::string port = std::to_string(u.port);
   if (getaddrinfo(u.host.empty() ? nullptr : u.host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-    return Status::InvalidArgument("cannot resolve client URL " + u.raw);
+    return Status::InvalidArgument(std::string("cannot resolve ") + what + " URL " + u.raw);
   // A name with both families (localhost) binds IPv4, as Go's net.Listen does.
   const struct addrinfo* ai = res;
   for (const struct addrinfo* p = res; p; p = p->ai_next) {
@@ -59,6 +61,8 @@ Status BindTcp(const Url& u, int* fd_out, int* port_out) {
   *fd_out = fd;
   return Status::OK();
 }
+
+namespace {
 
 Status BindUnix(const std::string& path, int* fd_out) {
   sockaddr_un sa{};
@@ -92,7 +96,7 @@ Result<std::unique_ptr<ClientListener>> ClientListener::Bind(const std::vector<U
   for (const auto& u : urls) {
     if (u.scheme != "http" && u.scheme != "unix") continue;
     int fd = -1, port = 0;
-    Status st = u.scheme == "unix" ? BindUnix(u.host, &fd) : BindTcp(u, &fd, &port);
+    Status st = u.scheme == "unix" ? BindUnix(u.host, &fd) : BindTcp(u, "client", &fd, &port);
     if (!st.ok()) return st;  // ~ClientListener closes what is bound
     l->fds_.push_back(fd);
     l->unix_.push_back(u.scheme == "unix");

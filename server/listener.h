@@ -30,6 +30,11 @@
 
 namespace engram::server {
 
+// Binds and listens on a TCP URL (a name with both families, e.g.
+// localhost, binds IPv4 as Go's net.Listen does). what names the URL's role
+// in errors ("client", "peer"). *port_out gets the bound port.
+Status BindTcp(const Url& u, const char* what, int* fd_out, int* port_out);
+
 class ClientListener {
  public:
   static constexpr int kPeekTimeoutMs = 5000;

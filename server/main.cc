@@ -75,23 +75,12 @@ Result<std::vector<int>> BindPeers(const std::vector<Url>& urls) {
   std::vector<int> fds;
   for (const auto& u : urls) {
     if (u.scheme == "unix" || u.scheme == "unixs") continue;
-    struct addrinfo hints = {}, *res = nullptr;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    std::string port = std::to_string(u.port);
-    if (getaddrinfo(u.host.empty() ? nullptr : u.host.c_str(), port.c_str(), &hints, &res) != 0 || !res)
-      return Status::InvalidArgument("cannot resolve peer URL " + u.raw);
-    int fd = ::socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
-      int err = errno;
-      freeaddrinfo(res);
-      if (fd >= 0) ::close(fd);
-      return Status::Unavailable("listen tcp " + u.HostPort() + ": bind: " + std::strerror(err));
+    int fd = -1, port = 0;
+    Status st = BindTcp(u, "peer", &fd, &port);
+    if (!st.ok()) {
+      for (int f : fds) ::close(f);
+      return st;
     }
-    freeaddrinfo(res);
     fds.push_back(fd);
   }
   return fds;
