@@ -218,6 +218,13 @@ void CollectDiskAndMvcc(Families& f, kv::KvServer* kv) {
             D(wp.events_total.Value()));
   f.Gauge("etcd_debugging_mvcc_pending_events_total", "Watch events queued and not yet taken by a stream.",
           D(wp.pending_events_total.Value()));
+  f.Gauge("engram_watch_stream_buffered_bytes",
+          "Bytes of watch replies buffered for all streams (queued, or taken and not yet written to the client); "
+          "each stream is held to --watch-stream-buffer-bytes.",
+          D(wp.buffered_bytes.Value()));
+  f.Gauge("engram_watch_streams_read_paused",
+          "Watch streams whose requests are not being read because their buffer reached its budget.",
+          D(wp.streams_read_paused.Value()));
   // etcd 3.7's watch send-loop timings.
   f.Histo("etcd_debugging_server_watch_send_loop_watch_stream_duration_seconds",
           "Time to send one reply with watch events on a stream.", wp.send_events_seconds);

@@ -289,6 +289,11 @@ const std::vector<Flag>& Flags() {
        SET_DUR(watch_progress_notify_interval_ms, "experimental-watch-progress-notify-interval")},
       {"watch-progress-notify-interval", Kind::kDuration, "10m", I, "Duration of periodic watch progress notifications.",
        SET_DUR(watch_progress_notify_interval_ms, "watch-progress-notify-interval")},
+      {"watch-stream-buffer-bytes", Kind::kUint, "8388608", I,
+       "Engram only: memory budget of one watch stream, in bytes (replies buffered for a client that does not read). "
+       "At the budget its watchers fall back to catching up from the store and the stream's requests are not read "
+       "until the client drains (engram_watch_stream_buffered_bytes).",
+       SET_UINT(watch_stream_buffer_bytes, "watch-stream-buffer-bytes")},
       {"experimental-warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
       {"warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
       {"experimental-warning-unary-request-duration", Kind::kDuration, "300ms", A, "Slow unary request warning threshold.", nullptr},

@@ -75,6 +75,7 @@ struct Config {
   uint64_t grpc_keepalive_interval_ms = 2 * 3600 * 1000;
   uint64_t grpc_keepalive_timeout_ms = 20000;
   uint64_t watch_progress_notify_interval_ms = 600000;  // --watch-progress-notify-interval
+  uint64_t watch_stream_buffer_bytes = 8u << 20;         // engram: --watch-stream-buffer-bytes
 
   TlsInfo client_tls, peer_tls;
   std::string metrics = "basic";

@@ -4,6 +4,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <utility>
 
 namespace engram::server {
 namespace {
@@ -54,13 +55,24 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
     Handle(req_);
     MaybeWrite();
     std::lock_guard<std::mutex> lk(mu_);
-    if (!finish_called_) StartRead(&req_);
+    if (finish_called_) return;
+    if (stream_->OverBudget()) {
+      // Over the stream's buffer budget: read nothing more until the client
+      // drains what is buffered (OnWriteDone resumes). gRPC stops granting
+      // HTTP/2 flow-control window, so the client's sends block, as with etcd.
+      read_paused_ = true;
+      kv_->watch_probe().streams_read_paused.Add(1);
+      return;
+    }
+    StartRead(&req_);
   }
 
   void OnWriteDone(bool ok) override {
     {
       std::lock_guard<std::mutex> lk(mu_);
       writing_ = false;
+      stream_->Release(resp_bytes_);
+      resp_bytes_ = 0;
       if (ok) ObserveSendLocked();
       if (!ok) finish_called_ = true;  // the client is gone (a cancelled call fails its writes)
       if (finish_called_) {
@@ -69,12 +81,18 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
       }
     }
     MaybeWrite();
+    ResumeReadIfRoom();
   }
 
   void OnCancel() override { FinishOnce(); }
 
   void OnDone() override {
-    stream_->Close();  // no ready callback runs after this
+    stream_->Close();  // no ready callback runs after this; drops the buffered bytes
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      if (read_paused_) kv_->watch_probe().streams_read_paused.Add(-1);
+      read_paused_ = false;
+    }
     svc_->Unregister(this);
     { std::lock_guard<std::mutex> lk(mu_); }  // whoever called Finish has let go
     delete this;
@@ -118,17 +136,37 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
     if (finish_called_ || writing_) return;
     if (pending_.empty()) {
       kv::WatchReply r;
-      if (!stream_->Next(&r)) return;
+      size_t estimate = 0;
+      if (!stream_->Next(&r, &estimate)) return;
       std::vector<WatchResponse> out;
       BuildWatchResponses(kv_, std::move(r), max_bytes_, &out);
-      for (auto& x : out) pending_.push_back(std::move(x));
+      // The budget now holds the wire form (one response or its fragments)
+      // instead of the reply; each response's bytes go when it is written.
+      size_t wire = 0;
+      for (auto& x : out) {
+        size_t b = x.ByteSizeLong();
+        wire += b;
+        pending_.push_back({std::move(x), b});
+      }
+      stream_->Hold(wire);
+      stream_->Release(estimate);
       if (pending_.empty()) return;
     }
-    resp_ = std::move(pending_.front());
+    resp_ = std::move(pending_.front().first);
+    resp_bytes_ = pending_.front().second;
     pending_.pop_front();
     writing_ = true;
     write_start_ = std::chrono::steady_clock::now();
     StartWrite(&resp_);
+  }
+
+  // Starts reading requests again once the stream's buffer is below budget.
+  void ResumeReadIfRoom() {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!read_paused_ || finish_called_ || stream_->OverBudget()) return;
+    read_paused_ = false;
+    kv_->watch_probe().streams_read_paused.Add(-1);
+    StartRead(&req_);
   }
 
   // etcd 3.7's send-loop histograms, by kind of reply.
@@ -169,8 +207,10 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
   std::mutex mu_;
   WatchResponse resp_;                 // the outstanding write
   std::chrono::steady_clock::time_point write_start_;  // when resp_ was handed to gRPC
-  std::deque<WatchResponse> pending_;  // fragments of a reply still to write
+  size_t resp_bytes_ = 0;              // resp_'s bytes in the stream's budget
+  std::deque<std::pair<WatchResponse, size_t>> pending_;  // fragments of a reply still to write, with their bytes
   bool writing_ = false;
+  bool read_paused_ = false;           // over budget: no read outstanding until the client drains
   bool finish_called_ = false;
   bool finished_ = false;
   // etcd's ErrGRPCWatchCanceled: the client cancelled or went away.
@@ -187,6 +227,9 @@ void BuildWatchResponses(kv::KvServer* kv, kv::WatchReply&& r, size_t max_bytes,
   wr.set_canceled(r.canceled);
   wr.set_compact_revision(r.compact_revision);
   wr.set_cancel_reason(r.cancel_reason);
+  const bool may_fragment = r.fragment && r.events.size() >= 2;
+  WatchResponse base;  // a fragment's fields without events
+  if (may_fragment) base = wr;
   wr.mutable_events()->Reserve(static_cast<int>(r.events.size()));
   for (auto& ev : r.events) {
     auto* e = wr.add_events();
@@ -197,12 +240,11 @@ void BuildWatchResponses(kv::KvServer* kv, kv::WatchReply&& r, size_t max_bytes,
   // etcd's sendFragments: only for watchers that asked, only when too big and
   // there is more than one event; each fragment holds as many events as fit
   // (at least one); all but the last have fragment = true.
-  if (!r.fragment || wr.ByteSizeLong() < max_bytes || wr.events_size() < 2) {
+  r.events.clear();  // the protos hold their own copies now
+  if (!may_fragment || wr.ByteSizeLong() < max_bytes) {
     out->push_back(std::move(wr));
     return;
   }
-  WatchResponse base = wr;
-  base.clear_events();
   base.set_fragment(true);
   int idx = 0;
   const int n = wr.events_size();
@@ -210,12 +252,12 @@ void BuildWatchResponses(kv::KvServer* kv, kv::WatchReply&& r, size_t max_bytes,
     WatchResponse cur = base;
     size_t size = cur.ByteSizeLong();
     while (idx < n) {
-      const auto& ev = wr.events(idx);
+      auto* ev = wr.mutable_events(idx);
       // Size of the repeated field entry: tag + length + body.
-      size_t evsz = ev.ByteSizeLong();
+      size_t evsz = ev->ByteSizeLong();
       size_t add = 1 + google::protobuf::io::CodedOutputStream::VarintSize64(evsz) + evsz;
       if (cur.events_size() >= 1 && size + add >= max_bytes) break;
-      *cur.add_events() = ev;
+      cur.add_events()->Swap(ev);  // moved, not copied
       size += add;
       idx++;
     }

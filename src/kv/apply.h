@@ -16,13 +16,26 @@
 
 namespace engram::kv {
 
-// Read view of the store at one revision (0 = the revision when created).
+// Read view of the store: every read through one view sees one revision, and
+// every response built from it carries that revision in its header (etcd's
+// read txn: data and header.revision come from the same snapshot).
+//   rev > 0: pinned at rev (a read-only Txn: all its ranges at one revision).
+//   rev = 0: a single read at the store's revision when it runs; the store
+//            picks that revision under its lock and reports it (RangeResult.rev).
+// A read at an explicit older revision reports the view's revision, as etcd's
+// header does. A pinned view whose revision a compaction passed fails with
+// "compacted"; callers that did not ask for that revision read again with a
+// new view (KvServer::Txn).
 class StoreView {
  public:
   StoreView(const mvcc::Store* store, int64_t rev) : store_(store), rev_(rev) {}
   Result<mvcc::RangeResult> Range(std::string_view key, std::string_view end, mvcc::RangeOptions o) {
-    if (o.rev == 0) o.rev = rev_;
-    return store_->Range(key, end, o);
+    if (rev_ == 0) return store_->Range(key, end, o);
+    if (o.rev > rev_) return Status::OutOfRange("mvcc: required revision is a future revision");
+    if (o.rev <= 0) o.rev = rev_;
+    auto r = store_->Range(key, end, o);
+    if (r.ok()) r->rev = rev_;
+    return r;
   }
   int64_t Rev() const { return rev_; }
   int64_t CompactRev() const { return store_->CompactRev(); }

@@ -331,6 +331,7 @@ Status KvServer::Init() {
       pn = 100;
     }
     wo.progress_interval = std::chrono::milliseconds(pn);
+    wo.stream_buffer_bytes = std::max<uint64_t>(1, opts_.watch_stream_buffer_bytes);
     watch_ = std::make_unique<WatchHub>(store_.get(), wo, &watch_probe_);
     watch_->Start();
   }
@@ -491,8 +492,15 @@ void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnRespons
   Status s = CheckTxn(*req, static_cast<int>(opts_.max_txn_ops));
   if (!s.ok()) return done(s);
   if (IsTxnReadOnly(*req)) {
-    StoreView view(store_.get(), store_->Rev());
-    s = ExecReadTxn(view, *req, resp);
+    // One view for the whole txn: every range inside it and the header carry
+    // the same revision. A compaction past that revision while the txn ran
+    // (not one the client asked for) is not the client's error: read again.
+    while (true) {
+      StoreView view(store_.get(), store_->Rev());
+      s = ExecReadTxn(view, *req, resp);
+      if (s.ok() || store_->CompactRev() <= view.Rev()) break;
+      resp->Clear();
+    }
     if (s.ok()) FillHeader(resp->mutable_header());
     return done(s);
   }
@@ -510,7 +518,7 @@ Status KvServer::Range(const etcdserverpb::RangeRequest& req, etcdserverpb::Rang
   Status s = [&]() -> Status {
     ENGRAM_RETURN_IF_ERROR(CheckRange(req));
     if (stopping_.load()) return errors::Stopped();
-    StoreView view(store_.get(), store_->Rev());
+    StoreView view(store_.get(), 0);  // the store's revision when the read runs, reported in the header
     const auto exec = Clock::now();
     Status es = ExecRange(view, req, resp);
     probe_.range_seconds.at(0, es.ok()).ObserveSince(exec);

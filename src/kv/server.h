@@ -94,6 +94,8 @@ struct Options {
   // --watch-progress-notify-interval (0 = etcd's default, 10 minutes; below
   // 100ms is raised to 100ms, as etcd does).
   uint64_t watch_progress_notify_interval_ms = 600000;
+  // --watch-stream-buffer-bytes: per watch stream memory budget (watch.h).
+  uint64_t watch_stream_buffer_bytes = 8u << 20;
 };
 
 // Histograms for a fixed set of kinds x success (labels op/type and success),

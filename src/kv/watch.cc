@@ -10,6 +10,21 @@ namespace engram::kv {
 
 using Clock = std::chrono::steady_clock;
 
+namespace {
+// What one reply costs a stream's budget: the reply and its events, each
+// event's key-value counted in full (it is shared by the watchers that got it,
+// but a stream that holds it keeps it alive), prev_kv once filled.
+size_t KvBytes(const mvcc::KeyValue& kv) { return sizeof(mvcc::KeyValue) + kv.key.size() + kv.value.size(); }
+size_t ReplyBytes(const WatchReply& r) {
+  size_t n = sizeof(WatchReply) + r.cancel_reason.size();
+  for (const auto& e : r.events) {
+    n += sizeof(WatchEvent) + KvBytes(*e.kv);
+    if (e.prev_kv) n += KvBytes(*e.prev_kv);
+  }
+  return n;
+}
+}  // namespace
+
 struct Watcher {
   enum class State { kSynced, kUnsynced, kCompacted, kRemoved };
 
@@ -153,6 +168,13 @@ void WatchStream::RequestProgress() {
 }
 
 bool WatchStream::Next(WatchReply* out) {
+  size_t bytes = 0;
+  if (!Next(out, &bytes)) return false;
+  Release(bytes);
+  return true;
+}
+
+bool WatchStream::Next(WatchReply* out, size_t* bytes) {
   WatchHub* h = hub_;
   {
     std::lock_guard<std::mutex> lk(h->mu_);
@@ -162,14 +184,41 @@ bool WatchStream::Next(WatchReply* out) {
     }
     *out = std::move(queue_.front());
     queue_.pop_front();
+    const size_t b = ReplyBytes(*out);
+    *bytes = b;
+    if (!closed_) {
+      queued_bytes_ -= b;  // now held by the caller until Release
+      held_bytes_ += b;
+    }
     if (size_t n = out->events.size()) {
       h->probe_->pending_events_total.Add(-static_cast<int64_t>(n));
       h->probe_->events_total.Inc(n);
     }
-    if (unsynced_ > 0 && queue_.size() < h->opts_.stream_queue_len) h->KickSyncer();
+    if (unsynced_ > 0 && h->HasRoom(this)) h->KickSyncer();
   }
   if (out->prev_kv && !out->events.empty()) h->FillPrevKv(out);
   return true;
+}
+
+void WatchStream::Hold(size_t bytes) {
+  WatchHub* h = hub_;
+  std::lock_guard<std::mutex> lk(h->mu_);
+  if (closed_) return;  // Close dropped this stream's bytes from the gauge
+  h->AddBuffered(this, 0, static_cast<int64_t>(bytes));
+}
+
+void WatchStream::Release(size_t bytes) {
+  WatchHub* h = hub_;
+  std::lock_guard<std::mutex> lk(h->mu_);
+  if (closed_) return;
+  bytes = std::min(bytes, held_bytes_);
+  h->AddBuffered(this, 0, -static_cast<int64_t>(bytes));
+  if (unsynced_ > 0 && h->HasRoom(this)) h->KickSyncer();
+}
+
+bool WatchStream::OverBudget() const {
+  std::lock_guard<std::mutex> lk(hub_->mu_);
+  return queued_bytes_ + held_bytes_ >= hub_->opts_.stream_buffer_bytes;
 }
 
 void WatchStream::Close() {
@@ -192,6 +241,8 @@ void WatchStream::Close() {
     h->probe_->events_total.Inc(n);
   }
   queue_.clear();
+  h->probe_->buffered_bytes.Add(-static_cast<int64_t>(queued_bytes_ + held_bytes_));
+  queued_bytes_ = held_bytes_ = 0;
   h->progress_streams_.erase(this);
   h->probe_->watch_stream_total.Add(-1);
 }
@@ -199,6 +250,11 @@ void WatchStream::Close() {
 size_t WatchStream::QueuedForTesting() const {
   std::lock_guard<std::mutex> lk(hub_->mu_);
   return queue_.size();
+}
+
+size_t WatchStream::BufferedBytesForTesting() const {
+  std::lock_guard<std::mutex> lk(hub_->mu_);
+  return queued_bytes_ + held_bytes_;
 }
 
 // ---------------------------------------------------------------------------
@@ -241,8 +297,24 @@ int64_t WatchHub::NotifiedRev() const {
   return notified_rev_;
 }
 
+bool WatchHub::HasRoom(const WatchStream* s) const {
+  return s->queue_.size() < opts_.stream_queue_len && s->queued_bytes_ + s->held_bytes_ < opts_.stream_buffer_bytes;
+}
+
+size_t WatchHub::Room(const WatchStream* s) const {
+  const size_t used = s->queued_bytes_ + s->held_bytes_;
+  return used >= opts_.stream_buffer_bytes ? 0 : opts_.stream_buffer_bytes - used;
+}
+
+void WatchHub::AddBuffered(WatchStream* s, int64_t queued, int64_t held) {
+  s->queued_bytes_ = static_cast<size_t>(static_cast<int64_t>(s->queued_bytes_) + queued);
+  s->held_bytes_ = static_cast<size_t>(static_cast<int64_t>(s->held_bytes_) + held);
+  probe_->buffered_bytes.Add(queued + held);
+}
+
 void WatchHub::Push(WatchStream* s, WatchReply r) {
   if (size_t n = r.events.size()) probe_->pending_events_total.Add(static_cast<int64_t>(n));
+  if (!s->closed_) AddBuffered(s, static_cast<int64_t>(ReplyBytes(r)), 0);
   s->queue_.push_back(std::move(r));
   if (s->waiting_) {
     s->waiting_ = false;
@@ -400,7 +472,7 @@ void WatchHub::Notify(int64_t rev, std::vector<mvcc::Event> events, bool complet
         const int64_t r = evs[i].kv->mod_revision;
         size_t j = i;
         while (j < evs.size() && evs[j].kv->mod_revision == r) j++;
-        if (w->stream->queue_.size() >= opts_.stream_queue_len) {
+        if (!HasRoom(w->stream)) {
           // Slow stream: never block the apply loop; catch up from the store.
           w->next = r;
           MakeUnsynced(w);
@@ -432,6 +504,8 @@ struct WatchHub::Chosen {
   int revs = 0;          // distinct revisions in evs
   int64_t last_rev = 0;  // revision of the last event in evs
   int64_t more = 0;      // first revision left for a later round (batch full)
+  size_t allowance = 0;  // bytes this reply may take of its stream's budget
+  size_t bytes = 0;      // bytes of evs so far
 };
 
 bool WatchHub::SyncOnce() {
@@ -446,7 +520,7 @@ bool WatchHub::SyncOnce() {
     const int64_t compact = store_->CompactRev();
     std::vector<Watcher*> compacted;
     for (Watcher* w : unsynced_) {
-      if (w->stream->queue_.size() >= opts_.stream_queue_len) continue;  // no room: wait for the stream
+      if (!HasRoom(w->stream)) continue;  // no room: wait for the stream
       if (w->next < compact) {
         compacted.push_back(w);
         continue;
@@ -474,6 +548,11 @@ bool WatchHub::SyncOnce() {
     }
     probe_->slow_watcher_total.Set(static_cast<int64_t>(unsynced_.size()));
     if (chosen.empty()) return worked;
+    // The stream's room is shared by its chosen watchers; each reply holds
+    // at least one revision, whatever its size, so every watcher progresses.
+    std::unordered_map<const WatchStream*, size_t> per_stream;
+    for (const Chosen& c : chosen) per_stream[c.w->stream]++;
+    for (Chosen& c : chosen) c.allowance = std::max<size_t>(1, Room(c.w->stream) / per_stream[c.w->stream]);
   }
 
   // One scan for all of them, from the lowest next revision (no lock held).
@@ -494,7 +573,7 @@ bool WatchHub::SyncOnce() {
       Chosen& c = chosen[i];
       if (c.more != 0 || ref.mod_revision < c.next || !c.w->Wants(tombstone)) return;
       if (c.last_rev != ref.mod_revision) {
-        if (c.revs == opts_.batch_max_revs) {
+        if (c.revs == opts_.batch_max_revs || (c.revs > 0 && c.bytes >= c.allowance)) {
           c.more = ref.mod_revision;
           full++;
           return;
@@ -507,6 +586,7 @@ bool WatchHub::SyncOnce() {
             tombstone ? mvcc::KeyValue{std::string(ref.key), {}, 0, ref.mod_revision, 0, 0} : ref.ToKeyValue());
       }
       c.evs.push_back(WatchEvent{tombstone, kv, std::nullopt});
+      c.bytes += sizeof(WatchEvent) + KvBytes(*kv);
     };
     if (auto it = by_key.find(ref.key); it != by_key.end()) {
       for (size_t i : it->second) add(i);
@@ -566,8 +646,7 @@ void WatchHub::Tick(Clock::time_point now) {
       if (!w->progress_notify) continue;
       // etcd asks for progress only for watchers that got nothing since the
       // last tick, and the store answers only for synced ones.
-      if (!w->events_since_tick && w->state == Watcher::State::kSynced &&
-          s->queue_.size() < opts_.stream_queue_len) {
+      if (!w->events_since_tick && w->state == Watcher::State::kSynced && HasRoom(s)) {
         WatchReply r;
         r.watch_id = id;
         r.revision = notified_rev_;

@@ -74,6 +74,12 @@ struct WatchProbe {
   Gauge slow_watcher_total;    // unsynced watchers (etcd_debugging_mvcc_slow_watcher_total)
   Gauge pending_events_total;  // events queued, not yet taken by a stream (etcd_debugging_mvcc_pending_events_total)
   Counter events_total;        // events taken by streams (etcd_debugging_mvcc_events_total)
+  // Bytes buffered for all streams: replies queued in the hub plus replies
+  // taken by the gRPC side and not yet written (engram_watch_stream_buffered_bytes),
+  // and streams whose requests are not read because their buffer is over the
+  // budget (engram_watch_streams_read_paused).
+  Gauge buffered_bytes;
+  Gauge streams_read_paused;
   // etcd 3.7's send-loop timings (etcd_debugging_server_watch_send_loop_*),
   // observed by the gRPC stream from handing a reply to gRPC until the write
   // completes: replies with events (and per event), created/canceled replies,
@@ -89,6 +95,13 @@ struct WatchOptions {
   // --watch-progress-notify-interval; 10 minutes by default).
   std::chrono::milliseconds progress_interval{std::chrono::minutes(10)};
   size_t stream_queue_len = 128;       // replies queued per stream before watchers turn unsynced
+  // Per-stream memory budget (--watch-stream-buffer-bytes): bytes of replies
+  // buffered for one stream (queued + taken and not yet written). At the
+  // budget its watchers turn unsynced (they catch up from the store when the
+  // client reads again), catch-up batches are cut to fit, and the gRPC side
+  // stops reading the stream's requests (HTTP/2 flow control then pushes back
+  // on the client, as etcd's blocked recv loop does).
+  size_t stream_buffer_bytes = 8u << 20;
   int batch_max_revs = 1000;           // revisions per catch-up reply (etcd's watchBatchMaxRevs)
   size_t max_watchers_per_sync = 512;  // watchers per catch-up scan (etcd's maxWatchersPerSync)
   std::chrono::milliseconds sync_interval{100};  // catch-up retry period (etcd's 100ms)
@@ -155,6 +168,17 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // Takes the next reply (prev_kv filled). False when none is queued; the
   // ready callback then runs (on the hub's notifier thread) once one is.
   bool Next(WatchReply* out);
+  // Like Next, and *bytes gets the reply's size as counted in the budget; the
+  // caller holds those bytes (they still count) until it calls Release(bytes)
+  // once the reply is written or dropped.
+  bool Next(WatchReply* out, size_t* bytes);
+  // Adjusts the bytes the caller holds (the wire form may be larger or
+  // smaller than the estimate Next gave): Hold(n) adds, Release(n) subtracts.
+  void Hold(size_t bytes);
+  void Release(size_t bytes);
+  // Whether the stream's buffered bytes reached its budget: the gRPC side
+  // stops reading its requests until this turns false.
+  bool OverBudget() const;
   // Set once, before any use from other threads.
   void SetReadyCallback(std::function<void()> cb);
   // Removes every watcher and drops queued replies; after it returns the ready
@@ -162,6 +186,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   void Close();
 
   size_t QueuedForTesting() const;
+  size_t BufferedBytesForTesting() const;
 
  private:
   friend class WatchHub;
@@ -174,6 +199,8 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   std::map<int64_t, std::shared_ptr<Watcher>> watchers_;
   int64_t next_id_ = 0;
   std::deque<WatchReply> queue_;
+  size_t queued_bytes_ = 0;         // ReplyBytes of queue_
+  size_t held_bytes_ = 0;           // taken by Next, not yet Released
   size_t unsynced_ = 0;             // watchers of this stream in the unsynced group
   size_t progress_watchers_ = 0;    // watchers with progress_notify
   bool progress_requested_ = false; // a progress request waits for all watchers to sync
@@ -228,6 +255,11 @@ class WatchHub {
 
   // All under mu_.
   void Push(WatchStream* s, WatchReply r);
+  // Whether s can take more replies from Notify / the syncer (count and
+  // bytes), and how many bytes it has left.
+  bool HasRoom(const WatchStream* s) const;
+  size_t Room(const WatchStream* s) const;
+  void AddBuffered(WatchStream* s, int64_t queued, int64_t held);
   void AddSynced(Watcher* w);
   void RemoveSynced(Watcher* w);
   void MakeUnsynced(Watcher* w);

@@ -373,6 +373,56 @@ TEST_F(WatchHubTest, SlowWatcherCatchesUpFromTheStore) {
   EXPECT_EQ((std::vector<std::string>{"PUT k1=live@22"}), Events(Drain(*s)));
 }
 
+// The per-stream budget is in bytes (issue 15): big events fill it long
+// before the reply count does; live delivery stops at the budget, catch-up
+// batches are cut to fit, control replies count, and once the client drains
+// it still gets every event in order.
+TEST_F(WatchHubTest, StreamBufferIsBoundedInBytes) {
+  WatchOptions o;
+  o.stream_buffer_bytes = 64 * 1024;  // 64 KiB; the reply count limit stays 128
+  NewHub(o);
+  auto s = hub_->NewStream();
+  s->Create(Spec("k", "l"));
+  const std::string big(10 * 1024, 'x');  // 10 KiB values: ~7 fit
+  std::vector<std::string> want;
+  for (int i = 0; i < 200; i++) {
+    int64_t rev = Put("k" + std::to_string(i % 5), big + std::to_string(i));
+    want.push_back("PUT k" + std::to_string(i % 5) + "=" + big + std::to_string(i) + "@" + std::to_string(rev));
+    // Never more than the budget plus one reply (the one that crossed it).
+    ASSERT_LT(s->BufferedBytesForTesting(), o.stream_buffer_bytes + 12 * 1024) << "after put " << i;
+  }
+  EXPECT_LT(s->QueuedForTesting(), 10u);
+  EXPECT_EQ(1, probe_->slow_watcher_total.Value());
+  EXPECT_TRUE(s->OverBudget());
+  EXPECT_EQ(static_cast<int64_t>(s->BufferedBytesForTesting()), probe_->buffered_bytes.Value());
+  // Control replies count too (a client sending requests without reading).
+  for (int i = 0; i < 100; i++) s->RequestProgress();
+  std::vector<WatchReply> got;
+  size_t max_buffered = 0;
+  for (int round = 0; round < 1000; round++) {
+    WatchReply r;
+    size_t bytes = 0;
+    // Take one reply at a time, as the gRPC side does, and release it when
+    // "written"; catch-up rounds run in between.
+    while (s->Next(&r, &bytes)) {
+      got.push_back(std::move(r));
+      s->Release(bytes);
+    }
+    if (!hub_->SyncOnceForTesting()) break;
+    max_buffered = std::max(max_buffered, s->BufferedBytesForTesting());
+  }
+  // A catch-up reply is cut at the budget (plus the revision that crossed it).
+  EXPECT_LT(max_buffered, o.stream_buffer_bytes + 12 * 1024);
+  std::vector<WatchReply> events_only;
+  for (auto& r : got)
+    if (!r.events.empty()) events_only.push_back(r);
+  EXPECT_EQ(want, Events(events_only));  // every event, in order, once
+  EXPECT_FALSE(s->OverBudget());
+  EXPECT_EQ(0u, s->BufferedBytesForTesting());
+  EXPECT_EQ(0, probe_->buffered_bytes.Value());
+  EXPECT_EQ(0, probe_->slow_watcher_total.Value());
+}
+
 TEST_F(WatchHubTest, CancelAndErrors) {
   auto s = hub_->NewStream();
   EXPECT_EQ(0, s->Create(Spec("a")));
