@@ -106,7 +106,8 @@ void CollectServer(Families& f, kv::KvServer* kv) {
           D(p.proposals_pending.Value()));
   f.Counter("etcd_server_proposals_failed_total", "Proposals that failed (rejected by raft, or no result).",
             D(p.proposals_failed.Value()));
-  f.Counter("etcd_server_slow_read_indexes_total", "ReadIndex answers that came late or timed out.", 0);
+  f.Counter("etcd_server_slow_read_indexes_total", "ReadIndex answers that came late or timed out.",
+            D(p.slow_read_indexes.Value()));
   f.Counter("etcd_server_read_indexes_failed_total", "ReadIndex requests that failed (leader change, send error).",
             D(rp.read_indexes_failed.Value()));
   f.Gauge("etcd_server_quota_backend_bytes", "The backend quota in bytes (--quota-backend-bytes).",

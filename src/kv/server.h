@@ -14,6 +14,14 @@
 //                                                      the same txn; commit;
 //                                                      publish revision; reply
 //
+// The apply thread is the only LMDB writer and applies the committed entry's
+// bytes, never the caller's request object: a proposal id only routes the
+// reply to the caller (wait.h). The raft thread never applies or compacts, so
+// its ticks keep their cadence. A proposal not applied within the request
+// timeout (etcd: 5s + 2 x election timeout) fails with "etcdserver: request
+// timed out" (the timeout thread), even when the raft thread is stuck in an
+// fsync; its entry may still commit and apply later, as in etcd.
+//
 // Replies are sent after apply, so a write a client saw acknowledged is both
 // in the fsynced WAL and visible to every later read. LMDB commits do not
 // fsync (MDB_NOSYNC); a backend syncer thread makes them durable every
@@ -23,10 +31,13 @@
 // After a crash the store's applied index says where WAL replay starts, so no
 // entry is applied twice or skipped.
 //
-// Reads are served from the MVCC store on the caller's thread. On a
-// single-voter cluster the leader has applied every write it acknowledged, so
-// a local read is linearizable; with more members, linearizable reads will go
-// through raft's ReadIndex (WaitLinearizable is the seam).
+// Reads are served from the MVCC store on the caller's thread. A linearizable
+// read (Range or read-only Txn without serializable) first gets a read index
+// through raft (ReadIndex, batched: one request for every read waiting when
+// the raft thread runs, as etcd's linearizableReadLoop) and waits until that
+// index is applied, with the request timeout: a stuck WAL fsync or raft loop
+// makes linearizable reads (and /health, /readyz) time out, while serializable
+// reads (and /livez) are served locally.
 //
 // Thread-safety: all public methods are thread-safe.
 #pragma once
@@ -48,6 +59,8 @@
 #include "src/common/status.h"
 #include "src/kv/alarms.h"
 #include "src/kv/compactor.h"
+#include "src/kv/id_gen.h"
+#include "src/kv/wait.h"
 #include "src/kv/watch.h"
 #include "src/mvcc/store.h"
 #include "src/raft/raw_node.h"
@@ -96,6 +109,13 @@ struct Options {
   uint64_t watch_progress_notify_interval_ms = 600000;
   // --watch-stream-buffer-bytes: per watch stream memory budget (watch.h).
   uint64_t watch_stream_buffer_bytes = 8u << 20;
+  // How long a proposal or a linearizable read may wait (0 = etcd's
+  // ReqTimeout: 5s + 2 x election timeout).
+  uint64_t request_timeout_ms = 0;
+  // Raft: pre-vote (--pre-vote, on by default as in etcd 3.6) and check-quorum
+  // (always on, as etcd sets it).
+  bool pre_vote = true;
+  bool check_quorum = true;
 };
 
 // Histograms for a fixed set of kinds x success (labels op/type and success),
@@ -133,6 +153,9 @@ struct ServerProbe {
   Gauge proposals_committed;  // commit index
   Gauge proposals_applied;    // applied index
   Counter slow_apply;
+  // etcd_server_slow_read_indexes_total: a read index that came back for an
+  // older request, or did not come back within the request timeout.
+  Counter slow_read_indexes;
   Gauge has_leader, is_leader;
   Counter leader_changes;
   // etcd_server_apply_duration_seconds{version="v3",op,success}: one applied
@@ -187,7 +210,7 @@ class KvServer {
   void Stop();
 
   // ---- writes: asynchronous; done runs on the apply thread after apply ----
-  using Done = std::function<void(const Status&)>;
+  using Done = kv::Done;
   // The request and response objects must stay alive until done runs.
   void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done);
   void DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp, Done done);
@@ -234,6 +257,23 @@ class KvServer {
   const Options& options() const { return opts_; }
   const mvcc::Store& store() const { return *store_; }
 
+  // Waits until this member has applied everything committed when it was
+  // called, confirmed through raft's ReadIndex (a linearizable read's
+  // barrier). Timeout: "etcdserver: request timed out"; stopping: "server stopped".
+  Status WaitLinearizable();
+  // The request timeout in effect (Options::request_timeout_ms resolved).
+  std::chrono::milliseconds request_timeout() const { return request_timeout_; }
+  // The raft configuration flags in effect (what --pre-vote set).
+  bool pre_vote() const { return opts_.pre_vote; }
+  bool check_quorum() const { return opts_.check_quorum; }
+  // Raft ticks so far (the raft thread's cadence; tests and /status).
+  uint64_t ticks() const { return ticks_.load(std::memory_order_relaxed); }
+
+  // Tests: proposes a Put under a caller-chosen proposal id (production ids
+  // collide only by accident; the apply path must cope).
+  void PutWithIdForTesting(uint64_t id, const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp,
+                           Done done);
+
   ServerProbe& probe() { return probe_; }
   wal::WalProbe& wal_probe() { return wal_probe_; }
   mvcc::MvccProbe& mvcc_probe() { return mvcc_probe_; }
@@ -245,13 +285,19 @@ class KvServer {
  private:
   struct Proposal {
     uint64_t id = 0;
-    std::string data;  // encoded engrampb.InternalRequest
-    // For local proposals, the caller's objects (the apply thread uses the
-    // request as is instead of decoding data).
-    const google::protobuf::Message* req = nullptr;
+    std::string data;  // encoded engrampb.InternalRequest: what is applied
+    // The caller's response object, filled by the apply thread from the
+    // committed entry (may be null).
     google::protobuf::Message* resp = nullptr;
-    engrampb::InternalRequest::RequestCase kind = engrampb::InternalRequest::REQUEST_NOT_SET;
+    std::chrono::steady_clock::time_point deadline;
     Done done;
+  };
+  // A linearizable read waiting for its read index (server_raft.cc).
+  struct ReadWaiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool resolved = false;  // guarded by mu
+    uint64_t index = 0;     // guarded by mu
   };
 
   explicit KvServer(const Options& opts);
@@ -261,16 +307,18 @@ class KvServer {
   void ProposeRequest(engrampb::InternalRequest::RequestCase kind, int field, const Req* req,
                       google::protobuf::Message* resp, Done done);
   Status ProposeAndWait(engrampb::InternalRequest ir);
+  // Fails a proposal that was not applied (timeout, no leader, stopped).
+  void FailProposal(Done& done, const Status& s);
 
-  void RaftLoop();
-  void ApplyLoop();
-  void SyncLoop();
+  void RaftLoop();      // server_raft.cc
+  void TimeoutLoop();   // server_raft.cc
+  void SyncLoop();      // server_raft.cc
+  void ApplyLoop();     // server_apply.cc, and below
   void ApplyEntries(std::vector<raft::Entry>& entries);
-  Status ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, Proposal* local);
+  Status ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, google::protobuf::Message* resp,
+                  engrampb::InternalRequest* ir);
   void ApplyConfChange(mvcc::Store::Batch& b, const raft::Entry& e);
-  Status ApplyInternal(mvcc::Store::Batch& b, const engrampb::InternalRequest& ir, const google::protobuf::Message* req,
-                       google::protobuf::Message* resp);
-  bool WaitApplied(uint64_t index, int timeout_ms);
+  Status ApplyInternal(mvcc::Store::Batch& b, const engrampb::InternalRequest& ir, google::protobuf::Message* resp);
   // Alarms (etcd's applierV3Capped/Corrupt and applierV3backend.Alarm).
   Status AlarmGate(engrampb::InternalRequest::RequestCase kind, const google::protobuf::Message* req) const;
   Status ApplyAlarm(mvcc::Store::Batch& b, const etcdserverpb::AlarmRequest& r, etcdserverpb::AlarmResponse* resp);
@@ -293,7 +341,9 @@ class KvServer {
   std::unique_ptr<raft::MemoryStorage> storage_;
   std::unique_ptr<raft::RawNode> node_;              // raft thread only (after Init)
 
-  std::atomic<uint64_t> next_id_{1};
+  std::unique_ptr<IdGenerator> ids_;  // proposal ids (id_gen.h)
+  std::chrono::milliseconds request_timeout_{7000};
+  std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> term_{0}, leader_{0}, commit_{0};
   std::atomic<uint64_t> applied_{0};
   std::atomic<uint64_t> synced_applied_{0};
@@ -306,13 +356,19 @@ class KvServer {
   std::vector<Proposal> prop_queue_;  // guarded by prop_mu_
   bool raft_wakeup_ = false;          // guarded by prop_mu_
 
-  // Waiting proposals by id (raft thread inserts, apply thread removes).
-  std::mutex wait_mu_;
-  std::unordered_map<uint64_t, Proposal> waiting_;  // guarded by wait_mu_
+  // Linearizable reads: queued by readers (under prop_mu_), then sent as one
+  // ReadIndex per raft-loop pass, keyed by its context (raft thread only).
+  std::vector<std::shared_ptr<ReadWaiter>> read_queue_;  // guarded by prop_mu_
+  struct ReadBatch {
+    std::vector<std::shared_ptr<ReadWaiter>> waiters;
+    std::chrono::steady_clock::time_point sent;
+  };
+  std::unordered_map<std::string, ReadBatch> reads_in_flight_;  // raft thread only
+  uint64_t read_seq_ = 0;                                       // raft thread only
 
-  // Held while committed entries are applied (by the apply thread, or inline
-  // by the raft thread when the apply thread is idle and nothing is queued).
-  std::mutex apply_exec_mu_;
+  // Proposals handed to raft, waiting for their entry to apply (raft thread
+  // registers, apply thread and timeout thread take).
+  WaitRegistry waits_;
   // Committed entries (raft thread -> apply thread).
   std::mutex apply_mu_;
   std::condition_variable apply_cv_;
@@ -326,6 +382,11 @@ class KvServer {
   std::mutex applied_mu_;
   std::condition_variable applied_cv_;
 
+  // Timeout thread: fails proposals past their deadline.
+  std::mutex timeout_mu_;
+  std::condition_variable timeout_cv_;
+  bool timeout_stop_ = false;  // guarded by timeout_mu_
+
   // Syncer.
   std::mutex sync_mu_;
   std::condition_variable sync_cv_;
@@ -337,7 +398,7 @@ class KvServer {
 
   std::unique_ptr<Compactor> compactor_;
   std::unique_ptr<WatchHub> watch_;  // created in Init, before the apply thread
-  std::thread raft_thread_, apply_thread_, sync_thread_;
+  std::thread raft_thread_, apply_thread_, sync_thread_, timeout_thread_;
   std::once_flag stop_once_;
 };
 

@@ -1,0 +1,30 @@
+// Helpers shared by the files that implement KvServer (server.cc: open,
+// requests, status; server_raft.cc: the raft, timeout and syncer threads;
+// server_apply.cc: the apply thread). Not for use outside src/kv.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engrampb/internal.pb.h"
+#include "src/kv/server.h"
+
+namespace engram::kv::internal {
+
+// etcd's way of printing ids in logs: lower-case hex, no padding.
+inline std::string Hex(uint64_t v) {
+  char b[17];
+  std::snprintf(b, sizeof b, "%lx", static_cast<unsigned long>(v));
+  return b;
+}
+
+// The member list as stored under the "members" meta key (length-prefixed
+// engrampb.Member records).
+std::string EncodeMembers(const std::vector<MemberInfo>& ms);
+
+// metrics: the op label of etcd_server_apply_duration_seconds.
+ApplyOp ApplyOpOf(engrampb::InternalRequest::RequestCase kind);
+
+}  // namespace engram::kv::internal

@@ -1,0 +1,335 @@
+// KvServer's raft side: proposals in, the raft loop (WAL append + one
+// fdatasync per Ready, committed entries handed to the apply thread), read
+// indexes for linearizable reads, the timeout thread and the backend syncer.
+// server.h has the picture.
+#include <chrono>
+#include <cstring>
+
+#include "src/common/crc32c.h"
+#include "src/common/log.h"
+#include "src/kv/errors.h"
+#include "src/kv/server.h"
+#include "src/kv/server_internal.h"
+
+namespace engram::kv {
+
+using Clock = std::chrono::steady_clock;
+using internal::Hex;
+
+// ---------------------------------------------------------------- proposals
+
+Status KvServer::ProposeAndWait(engrampb::InternalRequest ir) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  Status result;
+  Proposal p;
+  p.id = ids_->Next();
+  ir.set_id(p.id);
+  p.data = ir.SerializeAsString();
+  p.done = [&](const Status& s) {
+    std::lock_guard<std::mutex> lk(mu);
+    result = s;
+    finished = true;
+    cv.notify_all();
+  };
+  Propose(std::move(p));
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait(lk, [&] { return finished; });
+  return result;
+}
+
+void KvServer::Propose(Proposal p) {
+  if (p.data.size() > opts_.max_request_bytes) {
+    p.done(errors::RequestTooLarge());
+    return;
+  }
+  p.deadline = Clock::now() + request_timeout_;
+  {
+    std::lock_guard<std::mutex> lk(prop_mu_);
+    if (!stopping_.load()) {
+      probe_.proposals_pending.Add(1);
+      prop_queue_.push_back(std::move(p));
+      prop_cv_.notify_one();
+      return;
+    }
+  }
+  p.done(errors::Stopped());
+}
+
+void KvServer::FailProposal(Done& done, const Status& s) {
+  probe_.proposals_pending.Add(-1);
+  probe_.proposals_failed.Inc();
+  done(s);
+}
+
+// ---------------------------------------------------------- linearizable reads
+
+Status KvServer::WaitLinearizable() {
+  const auto deadline = Clock::now() + request_timeout_;
+  auto w = std::make_shared<ReadWaiter>();
+  {
+    std::lock_guard<std::mutex> lk(prop_mu_);
+    if (stopping_.load()) return errors::Stopped();
+    read_queue_.push_back(w);
+    raft_wakeup_ = true;
+    prop_cv_.notify_one();
+  }
+  uint64_t index;
+  {
+    std::unique_lock<std::mutex> lk(w->mu);
+    if (!w->cv.wait_until(lk, deadline, [&] { return w->resolved || stopping_.load(); })) {
+      // etcd_server_slow_read_indexes_total: the read index did not come back
+      // within the request timeout.
+      probe_.slow_read_indexes.Inc();
+      return errors::Timeout();
+    }
+    if (!w->resolved) return errors::Stopped();
+    index = w->index;
+  }
+  std::unique_lock<std::mutex> lk(applied_mu_);
+  if (!applied_cv_.wait_until(lk, deadline, [&] { return applied_.load() >= index || stopping_.load(); })) {
+    return errors::Timeout();
+  }
+  if (applied_.load() < index) return errors::Stopped();
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------- raft thread
+
+void KvServer::RaftLoop() {
+  const auto tick = std::chrono::milliseconds(opts_.heartbeat_ms);
+  auto next_tick = Clock::now() + tick;
+  std::vector<Proposal> batch;
+  std::vector<std::shared_ptr<ReadWaiter>> reads;
+  uint64_t last_lead = 0;
+  bool campaign = true;  // single voter: campaign without waiting for the election timeout
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lk(prop_mu_);
+      prop_cv_.wait_until(lk, next_tick, [&] { return !prop_queue_.empty() || raft_wakeup_ || stopping_.load(); });
+      batch.swap(prop_queue_);
+      reads.swap(read_queue_);
+      raft_wakeup_ = false;
+    }
+    if (stopping_.load()) {
+      {
+        // Proposals queued after the swap above, before stopping_ was set.
+        std::lock_guard<std::mutex> lk(prop_mu_);
+        for (auto& p : prop_queue_) batch.push_back(std::move(p));
+        prop_queue_.clear();
+        read_queue_.clear();
+      }
+      for (auto& p : batch) {
+        probe_.proposals_pending.Add(-1);
+        p.done(errors::Stopped());
+      }
+      break;
+    }
+    if (Clock::now() >= next_tick) {
+      node_->Tick();
+      ticks_.fetch_add(1, std::memory_order_relaxed);
+      next_tick += tick;
+      if (next_tick < Clock::now()) next_tick = Clock::now() + tick;
+    }
+    if (!batch.empty()) {
+      const auto now = Clock::now();
+      for (auto& p : batch) {
+        if (p.deadline <= now) {  // waited in the queue past its deadline: never proposed
+          FailProposal(p.done, errors::Timeout());
+          continue;
+        }
+        const uint32_t crc = crc32c::Value(p.data.data(), p.data.size());
+        const uint64_t id = p.id;
+        waits_.Register({id, crc, p.data.size(), p.resp, p.deadline, std::move(p.done)});
+        Status s = node_->Propose(std::move(p.data));
+        if (!s.ok()) {
+          // Raft refused it (no leader): it will never commit.
+          if (auto w = waits_.Cancel(id, crc)) FailProposal(w->done, errors::NoLeader());
+        }
+      }
+      batch.clear();
+    }
+    if (!reads.empty()) {
+      // One read index for every read that queued since the last pass.
+      std::string ctx(8, '\0');
+      const uint64_t seq = ++read_seq_;
+      std::memcpy(ctx.data(), &seq, sizeof seq);
+      reads_in_flight_[ctx] = ReadBatch{std::move(reads), Clock::now()};
+      reads.clear();
+      node_->ReadIndex(ctx);
+    }
+    if (!reads_in_flight_.empty()) {
+      // A read index raft dropped (no leader) never comes back; its readers
+      // time out on their own. Forget it after the request timeout.
+      const auto now = Clock::now();
+      std::erase_if(reads_in_flight_, [&](const auto& kv) { return now - kv.second.sent > request_timeout_; });
+    }
+    if (uint64_t r = release_to_.exchange(0)) {
+      // The store holds everything up to r durably: record r as the start of
+      // the log (so a replay knows the term before its first entry), then drop
+      // the segments and in-memory entries below it.
+      auto term = storage_->Term(r);
+      if (term.ok() && r > storage_->FirstIndex() - 1) {
+        Status s = wal_->SaveSnapshot(wal::SnapshotMarker{r, *term, storage_->conf_state()});
+        if (!s.ok()) ENGRAM_PANIC("failed to record the WAL release point", {{"error", s.ToString()}});
+        s = wal_->ReleaseTo(r);
+        if (!s.ok()) LOG_WARN("failed to release WAL segments", {{"error", s.ToString()}});
+        Status cs = storage_->Compact(r);
+        if (!cs.ok()) LOG_WARN("raft log compaction failed", {{"error", cs.ToString()}});
+      }
+    }
+    while (node_->HasReady()) {
+      raft::Ready rd = node_->GetReady();
+      if (!rd.entries.empty() || !rd.hard_state.Empty()) {
+        Status s = wal_->Append(rd.hard_state, rd.entries);
+        if (s.ok() && (rd.must_sync || !rd.entries.empty())) s = wal_->Sync();
+        if (!s.ok()) ENGRAM_PANIC("failed to save raft state and entries to the WAL", {{"error", s.ToString()}});
+        if (!rd.entries.empty()) {
+          s = storage_->Append(rd.entries);
+          if (!s.ok()) ENGRAM_PANIC("failed to append to raft storage", {{"error", s.ToString()}});
+        }
+        if (!rd.hard_state.Empty()) {
+          storage_->SetHardState(rd.hard_state);
+          term_.store(rd.hard_state.term);
+        }
+      }
+      // No transport yet: a single member has nobody to send to. A message
+      // here would be lost without anyone noticing, so it is a broken
+      // invariant until the peer transport exists.
+      if (!rd.messages.empty()) {
+        ENGRAM_PANIC("raft produced messages for peers but this member has no transport",
+                     {{"count", static_cast<uint64_t>(rd.messages.size())},
+                      {"to", Hex(rd.messages.front().to)}});
+      }
+      for (auto& rs : rd.read_states) {
+        auto it = reads_in_flight_.find(rs.request_ctx);
+        if (it == reads_in_flight_.end()) {
+          probe_.slow_read_indexes.Inc();  // etcd: a read state for an older request
+          continue;
+        }
+        for (auto& w : it->second.waiters) {
+          std::lock_guard<std::mutex> lk(w->mu);
+          w->resolved = true;
+          w->index = rs.index;
+          w->cv.notify_all();
+        }
+        reads_in_flight_.erase(it);
+      }
+      if (rd.soft_state) {
+        uint64_t lead = rd.soft_state->lead;
+        leader_.store(lead);
+        probe_.has_leader.Set(lead != 0);
+        probe_.is_leader.Set(rd.soft_state->state == raft::StateType::kLeader);
+        if (lead != 0 && lead != last_lead) {
+          probe_.leader_changes.Inc();
+          LOG_INFO("raft.node: elected leader",
+                   {{"local-member-id", Hex(member_id_)}, {"leader", Hex(lead)}, {"term", term_.load()}});
+        }
+        last_lead = lead;
+      }
+      if (!rd.committed_entries.empty()) {
+        commit_.store(rd.committed_entries.back().index);
+        probe_.proposals_committed.Set(static_cast<int64_t>(rd.committed_entries.back().index));
+        // The apply thread applies them; the raft loop never touches LMDB.
+        // Element-wise: rd.committed_entries keeps its indexes for Advance
+        // (moved-from entries keep index and term).
+        std::lock_guard<std::mutex> lk(apply_mu_);
+        for (auto& e : rd.committed_entries) apply_queue_.push_back(std::move(e));
+        apply_cv_.notify_one();
+      }
+      node_->Advance(rd);
+    }
+    if (campaign) {
+      auto st = node_->Status();
+      if (st.state == raft::StateType::kLeader) {
+        campaign = false;
+      } else if (st.applied >= st.commit) {
+        Status cs = node_->Campaign();
+        if (!cs.ok()) LOG_WARN("campaign failed", {{"error", cs.ToString()}});
+        campaign = false;
+        std::lock_guard<std::mutex> lk(prop_mu_);
+        raft_wakeup_ = true;  // handle the campaign's Ready at once
+      }
+    }
+  }
+  // Readers still waiting: wake them (they see stopping_).
+  for (auto& [ctx, b] : reads_in_flight_) {
+    for (auto& w : b.waiters) {
+      std::lock_guard<std::mutex> lk(w->mu);
+      w->cv.notify_all();
+    }
+  }
+  reads_in_flight_.clear();
+  // Drain: let the apply thread finish what is committed.
+  {
+    std::lock_guard<std::mutex> lk(apply_mu_);
+    apply_done_ = true;
+    apply_cv_.notify_one();
+  }
+}
+
+// -------------------------------------------------------------- timeout thread
+
+void KvServer::TimeoutLoop() {
+  // Runs apart from the raft and apply threads so that a stuck fsync or a
+  // long apply cannot keep a client waiting past its request timeout.
+  const auto period = std::min<std::chrono::milliseconds>(std::chrono::milliseconds(100), request_timeout_ / 4);
+  std::unique_lock<std::mutex> lk(timeout_mu_);
+  while (!timeout_stop_) {
+    timeout_cv_.wait_for(lk, period, [&] { return timeout_stop_; });
+    if (timeout_stop_) break;
+    lk.unlock();
+    const auto now = Clock::now();
+    for (auto& w : waits_.TakeExpired(now)) FailProposal(w.done, errors::Timeout());
+    std::vector<Proposal> expired;
+    {
+      std::lock_guard<std::mutex> plk(prop_mu_);
+      for (auto it = prop_queue_.begin(); it != prop_queue_.end();) {
+        if (it->deadline <= now) {
+          expired.push_back(std::move(*it));
+          it = prop_queue_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& p : expired) FailProposal(p.done, errors::Timeout());
+    lk.lock();
+  }
+}
+
+// -------------------------------------------------------------- syncer thread
+
+void KvServer::SyncLoop() {
+  uint64_t last_release = synced_applied_.load();
+  const auto interval = std::chrono::milliseconds(std::max<uint64_t>(1, opts_.backend_batch_interval_ms));
+  while (true) {
+    bool stop;
+    {
+      std::unique_lock<std::mutex> lk(sync_mu_);
+      sync_cv_.wait_for(lk, interval, [&] {
+        return sync_stop_ || applied_.load() - synced_applied_.load() >= opts_.backend_batch_limit;
+      });
+      stop = sync_stop_;
+    }
+    uint64_t a = applied_.load();
+    if (a > synced_applied_.load()) {
+      Status s = store_->Sync();
+      if (!s.ok()) ENGRAM_PANIC("failed to sync the backend", {{"error", s.ToString()}});
+      synced_applied_.store(a);
+    }
+    if (a >= last_release + opts_.snapshot_count && a > opts_.catchup_entries) {
+      LOG_INFO("triggering snapshot", {{"local-member-id", Hex(member_id_)}, {"local-member-applied-index", a},
+                                       {"local-member-snapshot-count", opts_.snapshot_count}});
+      release_to_.store(a - opts_.catchup_entries);
+      last_release = a;
+      std::lock_guard<std::mutex> lk(prop_mu_);
+      raft_wakeup_ = true;
+      prop_cv_.notify_one();
+    }
+    if (stop) break;
+  }
+}
+
+}  // namespace engram::kv
