@@ -39,6 +39,22 @@ TEST(Config, GoFlagForms) {
   EXPECT_EQ("s1=http://127.0.0.1:2380", r->config.initial_cluster);
 }
 
+// --pre-vote is wired (issue 12): on by default as in etcd 3.6, and off when
+// asked; main hands it to the raft config (kv write_path_test checks that).
+TEST(Config, PreVoteIsImplemented) {
+  auto d = Parse({});
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->config.pre_vote);
+  EXPECT_TRUE(d->config.notes.empty());
+  auto off = Parse({"--pre-vote=false"});
+  ASSERT_TRUE(off.ok());
+  EXPECT_FALSE(off->config.pre_vote);
+  EXPECT_TRUE(off->config.notes.empty()) << "an implemented flag is not merely accepted";
+  auto env = Parse({}, {"ETCD_PRE_VOTE=false"});
+  ASSERT_TRUE(env.ok());
+  EXPECT_FALSE(env->config.pre_vote);
+}
+
 TEST(Config, MisspeltFlagIsAnError) {
   auto r = Parse({"--snapshot-cout=5"});
   ASSERT_FALSE(r.ok());

@@ -205,6 +205,8 @@ int Run(int argc, char** argv) {
   ko.backend_batch_limit = cfg.backend_batch_limit;
   ko.watch_progress_notify_interval_ms = cfg.watch_progress_notify_interval_ms;
   ko.watch_stream_buffer_bytes = cfg.watch_stream_buffer_bytes;
+  ko.pre_vote = cfg.pre_vote;
+  ko.compaction_batch_limit = cfg.compaction_batch_limit;
   ko.metrics_prefix_depth = cfg.metrics_prefix_depth;  // metrics: engram_mvcc_prefix_*
   auto spec = kv::ParseCompaction(cfg.auto_compaction_mode, cfg.auto_compaction_retention);
   if (!spec.ok()) {

@@ -177,6 +177,7 @@ Status KvServer::Init() {
   mo.dir = opts_.member_dir + "/snap";
   mo.probe = &mvcc_probe_;
   mo.prefix_depth = opts_.metrics_prefix_depth;
+  mo.compaction_batch_limit = std::max<uint64_t>(1, opts_.compaction_batch_limit);
   auto store = mvcc::Store::Open(mo);
   if (!store.ok()) return store.status();
   store_ = std::move(*store);

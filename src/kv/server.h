@@ -101,6 +101,8 @@ struct Options {
   uint64_t backend_batch_limit = 10000;
   uint64_t wal_segment_bytes = 64ull << 20;
   CompactionSpec compaction;  // auto compaction; disabled by default
+  // Revisions removed per compaction step (--experimental-compaction-batch-limit).
+  uint64_t compaction_batch_limit = 1000;
   // engram_mvcc_prefix_{keys,bytes}: live keys/bytes per key prefix of this
   // many '/'-separated segments (--metrics-prefix-depth; 0 disables).
   int metrics_prefix_depth = 2;

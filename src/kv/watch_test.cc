@@ -71,6 +71,7 @@ class WatchHubTest : public ::testing::Test {
     auto b = store_->BeginBatch();
     ASSERT_TRUE(b->Compact(rev).ok());
     ASSERT_TRUE(b->Commit(++index_).ok());
+    store_->FinishCompaction();  // the apply loop runs the steps between batches
   }
 
   static std::vector<WatchReply> Drain(WatchStream& s) {

@@ -212,6 +212,7 @@ class KeyIndex {
   }
   Map::iterator Begin() { return map_.begin(); }
   Map::iterator MutableEnd() { return map_.end(); }
+  Map::iterator MutableLowerBound(std::string_view key) { return map_.lower_bound(key); }
 
   size_t size() const { return map_.size(); }
 

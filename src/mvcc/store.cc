@@ -598,6 +598,7 @@ Status FsyncDir(const std::string& dir) {
 
 Status Store::Defrag() {
   ENGRAM_CHECK(active_batch_ == nullptr, "mvcc: defrag with an open batch");
+  FinishCompaction();  // the copy leaves out what the compaction removes
   const std::string path = opts_.dir + "/db";
   const std::string tmp = opts_.dir + "/" + std::string(format::kDefragTmpFile);
   // 1. The compacted copy, beside the file, while readers go on (the writer,
@@ -668,74 +669,119 @@ Status Store::Sync() {
   return Status::OK();
 }
 
+struct Store::CompactJob {
+  int64_t rev = 0;
+  bool at_open = false;
+  bool index_started = false, index_done = false;
+  std::string next_key;            // where the index compaction goes on
+  std::vector<Revision> garbage;   // revisions to remove, sorted once the index is done
+  size_t done = 0;                 // garbage removed so far
+  double index_ms = 0;             // index compaction time (sum of its steps)
+  std::chrono::steady_clock::time_point start;
+};
+
 void Store::CompactIndexAndDelete(int64_t rev, bool at_open) {
-  std::vector<Revision> garbage;
+  StartCompaction(rev, at_open);
+  FinishCompaction();
+}
+
+void Store::StartCompaction(int64_t rev, bool at_open) {
+  if (job_) FinishCompaction();  // an older one first (rare: compactions seconds apart)
   {
     // From here reads below rev fail; reads at >= rev are served by both
-    // compacted and not yet compacted keys, so the index is compacted in steps
-    // of kCompactIndexStep keys, letting readers in between.
+    // compacted and not yet compacted keys.
     std::unique_lock<RwLock> l(mu_);
     compact_rev_.store(rev, std::memory_order_release);
   }
-  auto index_start = std::chrono::steady_clock::now();
-  for (auto it = index_.Begin(); it != index_.MutableEnd();) {
-    std::unique_lock<RwLock> l(mu_);
-    it = index_.CompactSome(rev, it, kCompactIndexStep, &garbage);
-  }
-  probe_->index_compaction_pause_ms.Observe(
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - index_start).count());
   probe_->compact_revision.Set(rev);
-  // Ascending revision order matters: a crash between chunks leaves, for each
-  // key, a suffix of its garbage, whose newest entry (possibly a tombstone) is
-  // still there, so compacting again at Open drops exactly the rest.
-  std::sort(garbage.begin(), garbage.end(), RevLess);
-  auto start_all = std::chrono::steady_clock::now();
-  size_t done = 0;
-  while (done < garbage.size()) {
+  job_ = std::make_unique<CompactJob>();
+  job_->rev = rev;
+  job_->at_open = at_open;
+  job_->start = std::chrono::steady_clock::now();
+}
+
+void Store::FinishCompaction() {
+  while (CompactStep()) {
+  }
+}
+
+bool Store::CompactStep() {
+  if (!job_) return false;
+  ENGRAM_CHECK(active_batch_ == nullptr, "mvcc: compaction step with an open batch");
+  (void)FAILPOINT("mvcc-compact-step");  // sleep(N): a slow disk under a long compaction
+  CompactJob& j = *job_;
+  if (!j.index_done) {
+    // kCompactIndexStep keys per hold of mu_: readers get in between. The
+    // position is kept as a key (batches in between may insert or erase keys).
+    auto t0 = std::chrono::steady_clock::now();
+    {
+      std::unique_lock<RwLock> l(mu_);
+      auto it = j.index_started ? index_.MutableLowerBound(j.next_key) : index_.Begin();
+      j.index_started = true;
+      it = index_.CompactSome(j.rev, it, kCompactIndexStep, &j.garbage);
+      if (it == index_.MutableEnd()) {
+        j.index_done = true;
+      } else {
+        j.next_key = it->first;
+      }
+    }
+    j.index_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (j.index_done) {
+      probe_->index_compaction_pause_ms.Observe(j.index_ms);
+      // Ascending revision order matters: a crash between chunks leaves, for
+      // each key, a suffix of its garbage, whose newest entry (possibly a
+      // tombstone) is still there, so compacting again at Open drops exactly
+      // the rest.
+      std::sort(j.garbage.begin(), j.garbage.end(), RevLess);
+    }
+    return true;
+  }
+  if (j.done < j.garbage.size()) {
     auto chunk_start = std::chrono::steady_clock::now();
     MDB_txn* t = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, 0, &t);
+    if (rc == 0) {
+      const size_t end = std::min(j.done + std::max<size_t>(1, opts_.compaction_batch_limit), j.garbage.size());
+      for (size_t i = j.done; i < end; i++) {
+        char kb[format::kRevKeySize];
+        format::EncodeRevKey(kb, j.garbage[i].main, j.garbage[i].sub, j.garbage[i].tombstone != 0);
+        MDB_val k{sizeof(kb), kb};
+        rc = mdb_del(t, key_dbi_, &k, nullptr);
+        if (rc != 0 && rc != MDB_NOTFOUND) break;
+        rc = 0;
+      }
+      if (rc != 0) {
+        mdb_txn_abort(t);
+      } else {
+        auto start = std::chrono::steady_clock::now();
+        rc = mdb_txn_commit(t);
+        probe_->commit_seconds.ObserveSince(start);
+      }
+      if (rc == 0) {
+        probe_->compaction_keys_total.Inc(end - j.done);
+        UpdateFileBytes();
+        probe_->db_compaction_pause_ms.Observe(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - chunk_start).count());
+        j.done = end;
+      }
+    }
     if (rc != 0) {
       LOG_ERROR("mvcc: compaction stopped, will resume at next open", {{"error", mdb_strerror(rc)}});
-      return;
+      job_.reset();
+      return false;
     }
-    size_t end = std::min(done + kCompactChunk, garbage.size());
-    for (size_t i = done; i < end; i++) {
-      char kb[format::kRevKeySize];
-      format::EncodeRevKey(kb, garbage[i].main, garbage[i].sub, garbage[i].tombstone != 0);
-      MDB_val k{sizeof(kb), kb};
-      rc = mdb_del(t, key_dbi_, &k, nullptr);
-      if (rc != 0 && rc != MDB_NOTFOUND) break;
-      rc = 0;
-    }
-    if (rc != 0) {
-      mdb_txn_abort(t);
-      LOG_ERROR("mvcc: compaction stopped, will resume at next open", {{"error", mdb_strerror(rc)}});
-      return;
-    }
-    auto start = std::chrono::steady_clock::now();
-    rc = mdb_txn_commit(t);
-    probe_->commit_seconds.ObserveSince(start);
-    if (rc != 0) {
-      LOG_ERROR("mvcc: compaction stopped, will resume at next open", {{"error", mdb_strerror(rc)}});
-      return;
-    }
-    probe_->compaction_keys_total.Inc(end - done);
-    UpdateFileBytes();
-    probe_->db_compaction_pause_ms.Observe(
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - chunk_start).count());
-    done = end;
+    if (j.done < j.garbage.size()) return true;
   }
-  probe_->db_compaction_total_ms.Observe(
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_all).count());
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - j.start).count();
+  probe_->db_compaction_total_ms.Observe(took * 1000);
   probe_->db_compaction_last.Set(static_cast<int64_t>(std::time(nullptr)));
-  if (!garbage.empty() || !at_open) {
-    LOG_INFO("mvcc: finished compaction",
-             {{"compact-revision", rev},
-              {"removed-revisions", static_cast<uint64_t>(garbage.size())},
-              {"took-seconds",
-               std::chrono::duration<double>(std::chrono::steady_clock::now() - start_all).count()}});
+  if (!j.garbage.empty() || !j.at_open) {
+    LOG_INFO("mvcc: finished compaction", {{"compact-revision", j.rev},
+                                           {"removed-revisions", static_cast<uint64_t>(j.garbage.size())},
+                                           {"took-seconds", took}});
   }
+  job_.reset();
+  return false;
 }
 
 // ---------------------------------------------------------------------------
@@ -835,7 +881,7 @@ Status Store::Batch::Commit(uint64_t consistent_index) {
   if (compact_pending_set_) s_->compacted_once_.store(true);
   if (pending_compact_ > 0) {
     if (FAILPOINT("mvcc-before-compaction")) return Status::OK();  // as if it crashed here
-    s_->CompactIndexAndDelete(pending_compact_, false);
+    s_->StartCompaction(pending_compact_, false);  // its steps run later (CompactStep)
   }
   return Status::OK();
 }

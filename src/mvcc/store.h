@@ -38,10 +38,14 @@
 //     or fsync; revisions above R stay invisible to readers. Sync() may be
 //     called from any thread.
 //   - Compaction: the batch commits first, then the compact revision is
-//     published, the index compacted, and old revisions removed from LMDB in
-//     later write transactions; a reader that picked its revisions before
-//     holds an LMDB read transaction opened before the removal, so it still
-//     finds them.
+//     published; the index compaction and the removal of old revisions from
+//     LMDB run later, in bounded steps the writer interleaves with its batches
+//     (CompactStep: 10k index keys under mu_, or compaction_batch_limit
+//     revisions per LMDB write transaction), so writes wait at most one step,
+//     as etcd's scheduled compaction yields between batches. A reader that
+//     picked its revisions before holds an LMDB read transaction opened before
+//     the removal, so it still finds them. A crash mid-way is finished at the
+//     next Open.
 //   - mu_ prefers writers, so a stream of readers cannot starve the apply loop.
 //   - Defragmentation (Defrag, writer thread, no batch open) swaps the LMDB
 //     environment. Every use of it outside the writer thread (a read
@@ -145,6 +149,9 @@ struct Options {
   bool no_sync = true;            // MDB_NOSYNC: commits are durable only after Sync()
   int prefix_depth = 0;           // per-prefix live key/byte stats (prefix_stats.h); 0: off
   unsigned max_readers = 512;     // LMDB reader slots (concurrent read transactions)
+  // Revisions removed per LMDB write transaction by a compaction step
+  // (etcd's --experimental-compaction-batch-limit, 1000).
+  size_t compaction_batch_limit = 1000;
 };
 
 class Store {
@@ -224,6 +231,17 @@ class Store {
   // Any thread. Observed in probe->commit_seconds.
   Status Sync();
 
+  // ---- compaction steps: writer thread, with no batch open ----
+  // Whether a committed compaction still has index keys to compact or
+  // revisions to remove.
+  bool CompactionPending() const { return job_ != nullptr; }
+  // Runs one bounded step of the pending compaction. Returns whether more
+  // remains.
+  bool CompactStep();
+  // Runs every remaining step now (before a defragmentation, or a newer
+  // compaction).
+  void FinishCompaction();
+
  private:
   explicit Store(const Options& options);
   Status OpenEnv();
@@ -238,6 +256,10 @@ class Store {
   // Compacts the index at rev, then removes the dropped revisions from LMDB in
   // ascending order, kCompactChunk per write transaction. Writer thread.
   void CompactIndexAndDelete(int64_t rev, bool at_open);
+  // Publishes rev as the compact revision and queues its steps.
+  void StartCompaction(int64_t rev, bool at_open);
+  struct CompactJob;
+  std::unique_ptr<CompactJob> job_;  // writer thread only
   void UpdateSizeGauges(const SizeInfo& s) const;
 
   // Read transactions: a pool of reset handles, renewed on use.

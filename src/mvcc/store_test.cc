@@ -90,7 +90,9 @@ class StoreTest : public ::testing::Test {
     auto b = store_->BeginBatch();
     Status st = b->Compact(rev);
     if (!st.ok()) return st;
-    return b->Commit(++ci_);
+    st = b->Commit(++ci_);
+    store_->FinishCompaction();  // the apply loop runs the steps between batches
+    return st;
   }
   RangeResult Range(std::string_view k, std::string_view end = {}, RangeOptions o = {}) {
     auto r = store_->Range(k, end, o);
@@ -477,7 +479,63 @@ TEST_F(StoreTest, CompactionInsideABatch) {
   EXPECT_EQ(store_->CompactRev(), 0);  // not committed yet
   ASSERT_OK(b->Commit(1));
   EXPECT_EQ(store_->CompactRev(), 3);
+  EXPECT_TRUE(store_->CompactionPending());
+  store_->FinishCompaction();
   EXPECT_EQ(probe_.compaction_keys_total.Value(), 1u);
+}
+
+// The removal runs in bounded steps the writer interleaves with its batches
+// (issue 12): between steps new batches commit, reads at or above the compact
+// revision see everything, reads below fail, and at the end the garbage is gone.
+TEST_F(StoreTest, CompactionRunsInStepsBetweenBatches) {
+  Options o;
+  o.dir = dir_ + "/steps";
+  o.map_size = 1ull << 30;
+  o.compaction_batch_limit = 100;
+  o.probe = &probe_;
+  auto opened = Store::Open(o);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  Store& s = **opened;
+  uint64_t ci = 0;
+  for (int i = 0; i < 50; i++) {  // 50 batches x 40 keys x overwrite: 2000 revisions, 1960 garbage
+    auto b = s.BeginBatch();
+    for (int k = 0; k < 40; k++) {
+      auto t = b->Begin();
+      ASSERT_OK(t.Put("k" + std::to_string(k), std::to_string(i), 0, nullptr));
+    }
+    ASSERT_OK(b->Commit(++ci));
+  }
+  const int64_t at = s.Rev();
+  const uint64_t removed0 = probe_.compaction_keys_total.Value();
+  {
+    auto b = s.BeginBatch();
+    ASSERT_OK(b->Compact(at));
+    ASSERT_OK(b->Commit(++ci));
+  }
+  EXPECT_EQ(at, s.CompactRev());
+  int steps = 0;
+  while (s.CompactionPending()) {
+    ASSERT_TRUE(s.CompactStep() || !s.CompactionPending());
+    steps++;
+    // A write between steps.
+    auto b = s.BeginBatch();
+    {
+      auto t = b->Begin();
+      ASSERT_OK(t.Put("new" + std::to_string(steps), "x", 0, nullptr));
+    }
+    ASSERT_OK(b->Commit(++ci));
+    auto r = s.Range("k7", "", RangeOptions{});
+    ASSERT_TRUE(r.ok());
+    ASSERT_EQ(1u, r->kvs.size());
+    EXPECT_EQ("49", r->kvs[0].value);
+    RangeOptions old;
+    old.rev = at - 1;
+    EXPECT_EQ(kCompacted, s.Range("k7", "", old).status().message());
+  }
+  // 1 index step + 1960 / 100 removal steps.
+  EXPECT_GE(steps, 20);
+  EXPECT_EQ(removed0 + 1960, probe_.compaction_keys_total.Value());
+  EXPECT_EQ(at + steps, s.Rev());
 }
 
 TEST_F(StoreTest, AbortedCompactionIsForgotten) {
