@@ -6,12 +6,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
 namespace engram::server {
@@ -69,6 +69,36 @@ class ListenerTest : public ::testing::Test {
   }
   void Send(int fd, const std::string& s) { ASSERT_EQ(::send(fd, s.data(), s.size(), 0), ssize_t(s.size())); }
 
+  // A round trip through the listener thread instead of a sleep: a fresh
+  // connection sends a whole HTTP request; once its handler has run (5 s
+  // deadline, a failure bound only), the listener has accepted every
+  // connection made before it (the accept queue is FIFO, drained each loop)
+  // and peeks each one in that same loop (every loop peeks all pending
+  // connections after accepting). Its own entry is taken out of got_ again.
+  void RoundTrip() {
+    size_t before;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      before = got_.size();
+    }
+    int c = Connect();
+    Send(c, "OPTIONS * HTTP/1.0\r\n\r\n");
+    std::unique_lock<std::mutex> lk(mu_);
+    auto mine = [&] { return std::find(got_.begin() + static_cast<std::ptrdiff_t>(before), got_.end(), "http:OPT"); };
+    cv_.wait_for(lk, std::chrono::seconds(5), [&] { return mine() != got_.end(); });
+    auto it = mine();
+    ::close(c);
+    ASSERT_NE(it, got_.end()) << "the listener did not hand over the round-trip connection within 5 s";
+    got_.erase(it);
+  }
+  // Two round trips: the second connection is accepted on a later loop than
+  // the first is handed over on, so that whole loop (and its peek of every
+  // earlier connection with whatever it had received) is over.
+  void Sync() {
+    RoundTrip();
+    RoundTrip();
+  }
+
   std::unique_ptr<ClientListener> listener_;
   int port_ = 0;
   std::mutex mu_;
@@ -90,7 +120,7 @@ TEST_F(ListenerTest, SplitPreface) {
   int a = Connect();
   std::string p = ClientListener::kHttp2Preface;
   Send(a, p.substr(0, 5));
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  Sync();  // the listener has peeked the 5 bytes: not enough to decide
   {
     std::lock_guard<std::mutex> lk(mu_);
     EXPECT_TRUE(got_.empty());
@@ -100,7 +130,7 @@ TEST_F(ListenerTest, SplitPreface) {
   // a one-byte HTTP start that shares the preface's first letter
   int b = Connect();
   Send(b, "P");
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  Sync();  // "P" alone has been peeked (a preface prefix) before the rest arrives
   Send(b, "OST /x HTTP/1.1\r\n\r\n");
   EXPECT_EQ(WaitFor(2), (std::vector<std::string>{"grpc:PRI", "http:POS"}));
   ::close(a);
@@ -120,7 +150,7 @@ TEST_F(ListenerTest, SilentAndClosedClientsDoNotBlock) {
 
 TEST_F(ListenerTest, StopClosesPending) {
   int silent = Connect();
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  RoundTrip();  // the listener has accepted it: pending, so Stop closes it
   listener_->Stop();
   char buf[8];
   timeval tv{5, 0};

@@ -9,6 +9,10 @@ Environment:
   ETCD_BIN     the reference etcd for comparisons (default /usr/bin/etcd).
   ETCDCTL_BIN  etcdctl to drive both (default /usr/bin/etcdctl).
   E2E_KEEP     if set to 1, temp dirs are kept (printed) for post-mortems.
+
+A tool the tests need (etcd, etcdctl, curl, chromium, prometheus) that is
+missing makes the test FAIL with a MissingTool message naming the Debian
+package; it is never a skip (scripts/install-deps.sh installs them all).
 """
 
 import atexit
@@ -24,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -33,6 +39,63 @@ ETCDCTL_BIN = os.environ.get("ETCDCTL_BIN", "/usr/bin/etcdctl")
 
 READY_TIMEOUT = float(os.environ.get("E2E_READY_TIMEOUT", "20"))
 CTL_TIMEOUT = 20.0
+
+# ---------------------------------------------------------------------------
+# Tools the tests need. A missing one fails the test (never skips it): a test
+# that did not run must not count as passed.
+
+class MissingTool(AssertionError):
+    pass
+
+
+# tool -> the Debian package that has it
+TOOL_PACKAGES = {"etcd": "etcd-server", "etcdctl": "etcd-client", "curl": "curl", "chromium": "chromium",
+                 "prometheus": "prometheus", "promtool": "prometheus"}
+
+
+def need(tool, package=None):
+    """The path of tool (a name looked up on PATH, or a path), or MissingTool
+    (an AssertionError: the test fails) saying what to install."""
+    path = tool if os.sep in tool else shutil.which(tool)
+    if path and os.path.isfile(path) and os.access(path, os.X_OK):
+        return path
+    name = os.path.basename(tool)
+    raise MissingTool("%s not found%s: install Debian's %s (scripts/install-deps.sh does); "
+                      "the e2e tests fail rather than skip without it"
+                      % (name, "" if os.sep not in tool else " at " + tool,
+                         package or TOOL_PACKAGES.get(name, name)))
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    """Polls pred() until it returns something true and returns that. After
+    timeout seconds (a bound on failure, not a delay: a condition that holds
+    returns at once) raises AssertionError naming what was awaited."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() >= deadline:
+            raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+_SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+_LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_value(text, name, **labels):
+    """The value of the sample name{labels} (exactly those labels) in a
+    Prometheus text exposition, or None."""
+    want = sorted((k, str(v)) for k, v in labels.items())
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        m = _SAMPLE_RE.match(line)
+        if m and m.group(1) == name and sorted(_LABEL_RE.findall(m.group(2) or "")) == want:
+            return float(m.group(3))
+    return None
+
 
 # Ports we must never use: etcd's defaults and another suite's fixed range.
 _FORBIDDEN_PORTS = {2379, 2380} | set(range(20000, 20036))
@@ -165,6 +228,7 @@ class _Ctl(object):
     """One etcdctl process, started at once; result() waits for it."""
 
     def __init__(self, endpoint, args, stdin=None, timeout=CTL_TIMEOUT):
+        need(ETCDCTL_BIN)
         self.argv = [ETCDCTL_BIN, "--endpoints=" + endpoint] + [str(a) for a in args]
         self.stdin = (stdin.encode() if isinstance(stdin, str) else stdin) or b""
         self.timeout = timeout
@@ -269,6 +333,7 @@ class Server(object):
     def start(self, wait=True, timeout=READY_TIMEOUT):
         if self.proc is not None and self.proc.poll() is None:
             raise ServerError("%s already running" % self.label)
+        need(self.binary)
         self.log_path = os.path.join(self.tmp, "server.%d.log" % self.starts)
         self.starts += 1
         log = open(self.log_path, "wb")
@@ -362,6 +427,41 @@ class Server(object):
     # -- etcdctl -----------------------------------------------------------
     def ctl(self, *args, stdin=None, timeout=CTL_TIMEOUT):
         return run_etcdctl(self.endpoint, args, stdin=stdin, timeout=timeout)
+
+    # -- /metrics (served on the client URL by etcd 3.4 and Engram) ---------
+    def metrics_text(self, port=None):
+        url = "http://127.0.0.1:%d/metrics" % (port or self.client_port)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return r.read().decode("utf-8", "replace")
+        except (OSError, urllib.error.URLError) as e:
+            raise ServerError("%s: GET %s failed: %s" % (self.label, url, e))
+
+    def watch_counts(self, port=None):
+        """(watch streams, watchers, unsynced watchers) on the server: etcd's
+        etcd_debugging_mvcc_{watch_stream,watcher,slow_watcher}_total gauges."""
+        t = self.metrics_text(port)
+        return tuple(metric_value(t, "etcd_debugging_mvcc_%s_total" % g) or 0
+                     for g in ("watch_stream", "watcher", "slow_watcher"))
+
+    def wait_watch_streams_closed(self, timeout=10, port=None):
+        """Waits until no watch stream is open (a killed etcdctl's stream is
+        closed, and its watchers cancelled, asynchronously); returns the
+        watcher count then (etcd 3.4 never uncounts a compacted watcher)."""
+        def closed():
+            c = self.watch_counts(port)
+            return c if c[0] == 0 else None   # a tuple: true even when (0, 0)
+        return wait_until(closed, timeout, "%s: the watch streams of earlier clients to close" % self.label)[1]
+
+    def wait_watchers(self, n, timeout=10, port=None, what="watchers"):
+        """Waits until at least n watchers are registered on the server and
+        none is unsynced (every history replay is sent): from then on each
+        later write reaches the watchers as a live event of its own."""
+        def ready():
+            _, watchers, slow = self.watch_counts(port)
+            return watchers >= n and slow == 0
+        wait_until(ready, timeout, "%s: %d %s registered and synced (etcd_debugging_mvcc_watcher_total, "
+                   "_slow_watcher_total)" % (self.label, n, what))
 
     def discover_ids(self):
         """Learn cluster_id/member_id (for normalisation) without changing any state."""
@@ -628,9 +728,12 @@ class CompareCase(unittest.TestCase):
     """
 
     SERVER_ARGS = ()
+    NEEDS = ()      # tools beyond etcd and etcdctl, e.g. ("curl",): missing -> the test fails
     maxDiff = None
 
     def setUp(self):
+        for tool in (ETCD_BIN, ETCDCTL_BIN) + tuple(self.NEEDS):
+            need(tool)
         self.pair = Pair(self.SERVER_ARGS)
         self.addCleanup(self.pair.close)
 

@@ -7,13 +7,17 @@ response trailers (grpc-status, grpc-message) with -D.  Stdlib only otherwise.
 """
 
 import os
-import shutil
 import struct
 import subprocess
 import tempfile
 import urllib.parse
 
-CURL = shutil.which("curl")
+import harness
+
+
+def curl():
+    """curl's path; without curl the calling test fails (harness.MissingTool)."""
+    return harness.need("curl")
 
 
 # -- protobuf encoding --------------------------------------------------------
@@ -111,7 +115,7 @@ def compaction_req(revision, physical=False):
 
 # -- protobuf decoding (for comparing and printing responses) -------------------
 
-from harness import _varint as _rd_varint  # noqa: E402  (one varint reader for the e2e helpers)
+_rd_varint = harness._varint  # one varint reader for the e2e helpers
 
 
 def decode(buf):
@@ -197,13 +201,12 @@ class Reply(object):
 
 def call(endpoint, method, request, timeout=15):
     """method like 'etcdserverpb.KV/Range'; request = encoded protobuf bytes."""
-    if CURL is None:
-        raise RuntimeError("curl not found (needed for raw gRPC calls)")
+    curl_bin = curl()
     fd, body_path = tempfile.mkstemp(prefix="e2e-grpc-")
     os.close(fd)
     try:
         frame = b"\0" + struct.pack(">I", len(request)) + request
-        p = subprocess.run([CURL, "-sS", "--http2-prior-knowledge", "--max-time", str(timeout),
+        p = subprocess.run([curl_bin, "-sS", "--http2-prior-knowledge", "--max-time", str(timeout),
                             "-D", "-", "-o", body_path, "-X", "POST",
                             "-H", "content-type: application/grpc", "-H", "te: trailers",
                             "--data-binary", "@-", "http://%s/%s" % (endpoint, method)],

@@ -156,9 +156,10 @@ class DefragTest(CompareCase):
         self.ok("defrag")
 
 
-@unittest.skipIf(g.CURL is None, "curl is needed for raw gRPC calls")
 class RawAlarmTest(CompareCase):
     """ACTIVATE (etcdctl cannot send it) and CORRUPT, as raw gRPC."""
+
+    NEEDS = ("curl",)  # raw gRPC calls (rawgrpc.py)
 
     # Not compared: CORRUPT and NOSPACE active together. etcd 3.4 then caps
     # writes by whichever was raised last (its applier is replaced, not

@@ -579,12 +579,13 @@ RANGE, PUT, DEL, TXN, COMPACT = ("etcdserverpb.KV/Range", "etcdserverpb.KV/Put",
                                  "etcdserverpb.KV/Txn", "etcdserverpb.KV/Compact")
 
 
-@unittest.skipIf(g.CURL is None, "curl is needed for raw gRPC calls")
 class RawGrpcTest(CompareCase):
     """Request fields etcdctl 3.4 cannot send (its get has no --count-only or
     --min/max-*-revision flags, its txn parser crashes on lease compares and
     knows no range compares or nested txns): sent as raw gRPC to both servers,
     replies (status, message, response protobuf) compared."""
+
+    NEEDS = ("curl",)  # raw gRPC calls (rawgrpc.py)
 
     def setUp(self):
         super().setUp()
@@ -685,8 +686,8 @@ class RawGrpcTest(CompareCase):
                   expect_message="etcdserver: mvcc: required revision has been compacted")
 
 
-@unittest.skipIf(g.CURL is None, "curl is needed for raw gRPC calls")
 class RawGrpcLimitsTest(CompareCase):
+    NEEDS = ("curl",)  # raw gRPC calls (rawgrpc.py)
     SERVER_ARGS = ("--max-txn-ops", "3")
 
     def test_nested_txn_ops_limit(self):

@@ -136,24 +136,30 @@ def workload(srv):
     w = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     try:
         os.set_blocking(w.stdout.fileno(), False)
-        got = b""
-        for _ in range(10):  # the watch may not be set up yet: put again until it sees one
-            time.sleep(0.5)
-            ok("put", "w", "1")
-            deadline = time.time() + 1
-            while time.time() < deadline and b"PUT" not in got:
-                time.sleep(0.05)
-                try:
-                    got += w.stdout.read() or b""
-                except (BlockingIOError, TypeError):
-                    pass
-            if b"PUT" in got:
-                break
-        assert b"PUT" in got, "%s: the watch saw no event" % srv.label
+        got = bytearray()
+
+        def saw_put():
+            try:
+                got.extend(w.stdout.read() or b"")
+            except BlockingIOError:
+                pass
+            return b"PUT" in got
+        srv.wait_watchers(1, what="watcher (etcdctl watch w)")   # then it sees the put
+        ok("put", "w", "1")
+        harness.wait_until(saw_put, 10, "%s: the watch to print the PUT" % srv.label)
     finally:
         w.kill()
         w.wait()
         w.stdout.close()
+
+
+WATCH_RPC = dict(grpc_method="Watch", grpc_service="etcdserverpb.Watch", grpc_type="bidi_stream")
+
+
+def watch_ended(text):
+    """No watch stream open, and a Watch RPC ended as Canceled."""
+    return (harness.metric_value(text, "etcd_debugging_mvcc_watch_stream_total") == 0
+            and (harness.metric_value(text, "grpc_server_handled_total", grpc_code="Canceled", **WATCH_RPC) or 0) >= 1)
 
 
 class MetricsCompatTest(unittest.TestCase):
@@ -176,7 +182,12 @@ class MetricsCompatTest(unittest.TestCase):
             workload(s)
         for url in (cls.etcd_metrics, cls.engram_metrics):
             fetch(url.replace("/metrics", "/health"))
-        time.sleep(0.5)  # let the cancelled watches be counted
+        for url in (cls.etcd_metrics, cls.engram_metrics):
+            # the watch the client walked away from is closed and counted
+            try:
+                harness.wait_until(lambda: watch_ended(fetch(url)[2]), 10, "the closed watch counted at " + url)
+            except AssertionError:
+                pass    # the tests below say what is missing
         cls.ref_text = fetch(cls.etcd_metrics)[2]
         status, ctype, cls.sut_text = fetch(cls.engram_metrics)
         cls.sut_status, cls.sut_ctype = status, ctype

@@ -14,7 +14,6 @@
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -28,7 +27,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 NO_DATA_ON_A_SINGLE_MEMBER = ("etcd_network_peer_",)
 
@@ -58,7 +56,8 @@ class Prometheus(object):
             json.dump(cfg, f)  # JSON is YAML
         self.log = open(os.path.join(tmp, "prometheus.log"), "wb")
         self.proc = subprocess.Popen(
-            [PROMETHEUS, "--config.file=" + self.cfg_path, "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
+            [harness.need("prometheus"), "--config.file=" + self.cfg_path,
+             "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
              "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=harness._pdeathsig)
         deadline = time.time() + 30
@@ -106,7 +105,8 @@ def load(server, seconds, stop):
     """Puts, gets, a txn and a watch for a while, with etcdctl."""
     end = time.time() + seconds
     i = 0
-    watch = subprocess.Popen(["etcdctl", "--endpoints", server.endpoint, "watch", "--prefix", "/registry/"],
+    watch = subprocess.Popen([harness.need(harness.ETCDCTL_BIN), "--endpoints", server.endpoint,
+                              "watch", "--prefix", "/registry/"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=harness.clean_env(),
                              preexec_fn=harness._pdeathsig)
     try:
@@ -155,15 +155,16 @@ class LiveMonitoringTest(unittest.TestCase):
             # Rates need two scrapes with traffic between them.
             self.prom.wait_for(lambda: self.prom.query('sum(rate(grpc_server_handled_total{job="etcd"}[15s])) > 0'),
                                40, "traffic in Prometheus")
-            time.sleep(3)
-            missing = []
             exprs = self.exprs()
             self.assertGreater(len(exprs), 20)
-            for e in exprs:
-                if any(p in e for p in NO_DATA_ON_A_SINGLE_MEMBER):
-                    continue
-                if not self.prom.query(e):
-                    missing.append(e)
+            exprs = [e for e in exprs if not any(p in e for p in NO_DATA_ON_A_SINGLE_MEMBER)]
+            # Until every query has data (some need a few more scrapes); the
+            # deadline only bounds a failure, and the load runs meanwhile.
+            deadline = time.time() + 15
+            missing = [e for e in exprs if not self.prom.query(e)]
+            while missing and time.time() < deadline:
+                time.sleep(1)
+                missing = [e for e in missing if not self.prom.query(e)]
             self.assertEqual([], missing, "dashboard queries without data")
         finally:
             stop.set()

@@ -149,16 +149,36 @@ def watch_id_of(resp):
     return 0
 
 
+def grpc_frames(data):
+    """The complete length-prefixed gRPC messages at the start of data."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        n = struct.unpack(">I", data[i + 1:i + 5])[0]
+        if i + 5 + n > len(data):
+            break
+        out.append(data[i + 5:i + 5 + n])
+        i += 5 + n
+    return out
+
+
+def is_create(request):
+    return rawgrpc.decode(request)[0][0] == 1   # WatchRequest.create_request
+
+
 def raw_watch(server, requests, duration=2.0, during=None):
     """Sends the requests on one Watch stream, runs during() while the stream is
-    open, and returns the decoded responses received within duration seconds."""
-    if rawgrpc.CURL is None:
-        raise unittest.SkipTest("curl not found")
+    open, and returns the decoded responses received within duration seconds.
+    during() runs once every create request has its created response (etcd
+    sends one per create, also for refused ones, after registering the
+    watcher) and no watcher is replaying history: then each write during()
+    makes reaches the watchers as a live event of its own."""
+    curl = rawgrpc.curl()
     body = b"".join(b"\0" + struct.pack(">I", len(r)) + r for r in requests)
     fd, path = tempfile.mkstemp(prefix="e2e-watch-")
     os.close(fd)
     try:
-        p = subprocess.Popen([rawgrpc.CURL, "-sS", "--http2-prior-knowledge", "--max-time", str(duration),
+        # -N: write each response to the file as it arrives (the wait below reads it)
+        p = subprocess.Popen([curl, "-sS", "-N", "--http2-prior-knowledge", "--max-time", str(duration),
                               "-o", path, "-X", "POST", "-H", "content-type: application/grpc",
                               "-H", "te: trailers", "--data-binary", "@-",
                               "http://%s/etcdserverpb.Watch/Watch" % server.endpoint],
@@ -166,21 +186,28 @@ def raw_watch(server, requests, duration=2.0, during=None):
         p.stdin.write(body)
         p.stdin.close()
         if during:
-            time.sleep(0.5)
+            creates = sum(1 for r in requests if is_create(r))
+
+            def created():
+                with open(path, "rb") as f:
+                    frames = grpc_frames(f.read())
+                return sum(1 for m in frames if (3, 1) in rawgrpc.decode(m))   # WatchResponse.created
+
+            # the stream ends after duration seconds: that bounds the wait
+            harness.wait_until(lambda: created() >= creates or p.poll() is not None, duration + 10,
+                               "%s: created responses on the raw Watch stream" % server.label)
+            got = created()
+            if got < creates:
+                raise AssertionError("%s: the raw Watch stream ended with %d created responses for %d create "
+                                     "requests (curl exit %s)" % (server.label, got, creates, p.poll()))
+            server.wait_watchers(0, timeout=WAIT, what="(any) watchers of the raw Watch stream")
             during()
         p.wait(duration + 10)
         with open(path, "rb") as f:
             data = f.read()
     finally:
         os.unlink(path)
-    out, i = [], 0
-    while i + 5 <= len(data):
-        n = struct.unpack(">I", data[i + 1:i + 5])[0]
-        if i + 5 + n > len(data):
-            break
-        out.append(decode_watch_response(data[i + 5:i + 5 + n], server.cluster_id, server.member_id))
-        i += 5 + n
-    return out
+    return [decode_watch_response(m, server.cluster_id, server.member_id) for m in grpc_frames(data)]
 
 
 def by_watch_id(resps):
@@ -209,15 +236,34 @@ class WatchCase(CompareCase):
             self.assertEqual(rn, gn, "engram differs from etcd for %s" % what)
         return ref
 
+    def start_watch(self, srv, args, interactive_lines=()):
+        """etcdctl watch args in the background, once it has its watcher(s) on
+        srv (one, or one per `watch` line of interactive_lines)."""
+        # first the earlier etcdctl watches are gone (streams closed, watchers uncounted)
+        before = srv.wait_watch_streams_closed()
+        w = BgCtl(srv, ["watch"] + list(args), interactive=bool(interactive_lines))
+        w.watchers_before = before
+        for line in interactive_lines:
+            w.send(line)
+        n = sum(1 for line in interactive_lines if line.split()[:1] == ["watch"]) if interactive_lines else 1
+        self.wait_watchers(srv, w, n)
+        return w
+
+    def wait_watchers(self, srv, w, n):
+        """Waits until srv counts n watchers more than before w started, all
+        synced: from then on w sees every write, each as a live event. A
+        failure bound of WAIT seconds."""
+        try:
+            srv.wait_watchers(w.watchers_before + n, timeout=WAIT, what="watcher(s) (%d of etcdctl's)" % n)
+        except AssertionError as e:
+            self.fail("%s\n%s %r" % (e, " ".join(w.argv), w.stop()))
+
     def bg_watch(self, args, writes=(), expect=None, interactive_lines=(), after=None):
-        """Starts `etcdctl watch args` on each server, waits for it to connect,
-        runs the writes (etcdctl commands) on it, waits for expect in the output,
-        then kills it. Compares exit code and output."""
+        """Starts `etcdctl watch args` on each server, waits until its watchers
+        are registered, runs the writes (etcdctl commands) on it, waits for
+        expect in the output, then kills it. Compares exit code and output."""
         def run(srv):
-            w = BgCtl(srv, ["watch"] + list(args), interactive=bool(interactive_lines))
-            for line in interactive_lines:
-                w.send(line)
-            time.sleep(1.0)  # let it connect and create its watcher(s)
+            w = self.start_watch(srv, args, interactive_lines)
             for cmd in writes:
                 r = srv.ctl(*cmd)
                 self.assertEqual(r.rc, 0, "%s on %s: %r" % (cmd, srv.label, r))
@@ -225,7 +271,9 @@ class WatchCase(CompareCase):
                 after(srv, w)
             if expect is not None:
                 w.wait_for(expect)
-            time.sleep(0.2)  # anything unexpected after it would show up too
+            # not a synchronisation: a window in which output nobody expected
+            # (a duplicate event, say) would still be caught by the comparison
+            time.sleep(0.2)
             return w.stop()
         ref, got = self.both(run)
         self.assertIn(expect or "", ref.out + ref.err, "test bug: etcd output %r" % (ref,))
@@ -315,7 +363,7 @@ class EtcdctlWatchTest(WatchCase):
     def test_interactive_two_watches(self):
         def after(srv, w):
             w.send("watch b --prev-kv")
-            time.sleep(1.0)
+            self.wait_watchers(srv, w, 2)
             srv.ctl("put", "b", "2")
         self.bg_watch(["-i"], interactive_lines=["watch a"], writes=[("put", "a", "1"), ("put", "b", "1")],
                       after=after, expect="b\n1\nb\n2")
@@ -330,11 +378,7 @@ class EtcdctlWatchTest(WatchCase):
 
 class RawWatchTest(WatchCase):
     """Requests etcdctl cannot make, as raw gRPC streams (curl)."""
-
-    def setUp(self):
-        if rawgrpc.CURL is None:
-            self.skipTest("curl not found")
-        super().setUp()
+    NEEDS = ("curl",)
 
     def history(self):
         self.put_both(("a", "1"), ("b", "1"), ("a", "2"), ("c", "1"), ("b", "2"))
