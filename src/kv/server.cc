@@ -172,8 +172,14 @@ Status KvServer::Init() {
                                       " is in use by another engram process (lock " + lock_path + " is held)");
   }
 
+  if (opts_.quota_bytes > kMaxQuotaBytes) {
+    return Status::InvalidArgument("--quota-backend-bytes=" + std::to_string(opts_.quota_bytes) +
+                                   " is more than the backend can map (" + std::to_string(kMaxQuotaBytes) +
+                                   " bytes, 1 TiB); use a smaller quota (etcd suggests at most 8 GiB)");
+  }
   auto t0 = Clock::now();
   mvcc::Options mo;
+  mo.map_size = opts_.backend_map_bytes != 0 ? opts_.backend_map_bytes : BackendMapBytes(opts_.quota_bytes);
   mo.dir = opts_.member_dir + "/snap";
   mo.probe = &mvcc_probe_;
   mo.prefix_depth = opts_.metrics_prefix_depth;
@@ -182,6 +188,7 @@ Status KvServer::Init() {
   if (!store.ok()) return store.status();
   store_ = std::move(*store);
   LOG_INFO("opened backend db", {{"path", mo.dir + "/db"},
+                                 {"map-size-bytes", static_cast<uint64_t>(mo.map_size)},
                                  {"took", std::to_string(std::chrono::duration<double, std::milli>(Clock::now() - t0).count()) + "ms"}});
   const uint64_t applied = store_->ConsistentIndex();
   const bool store_fresh = applied == 0 && store_->Rev() == 1;

@@ -42,6 +42,7 @@
 // Thread-safety: all public methods are thread-safe.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -80,6 +81,20 @@ struct EtcdVersion {
 const EtcdVersion& EmulatedVersion();
 inline constexpr const char* kStorageVersion = "3.6.0";
 
+// The largest --quota-backend-bytes the backend can map (LMDB maps the whole
+// file into the address space): 1 TiB.
+inline constexpr int64_t kMaxQuotaBytes = 1LL << 40;
+// The LMDB map for a quota: twice the quota, and at least 1 GiB more than it
+// (room for what is written past the quota check: deletes, compaction,
+// defragmentation's bookkeeping); 64 GiB without a quota. Address space only:
+// the file grows as data does.
+inline uint64_t BackendMapBytes(int64_t quota_bytes) {
+  if (quota_bytes == 0) quota_bytes = 2147483648LL;
+  if (quota_bytes < 0) return 64ull << 30;
+  const uint64_t q = static_cast<uint64_t>(quota_bytes);
+  return std::max<uint64_t>(2 * q, q + (1ull << 30));
+}
+
 struct Options {
   std::string name;
   std::string member_dir;  // <data-dir>/member
@@ -94,7 +109,10 @@ struct Options {
   uint64_t catchup_entries = 5000;
   uint32_t heartbeat_ms = 100;
   uint32_t election_ms = 1000;
-  int64_t quota_bytes = 2147483648LL;
+  int64_t quota_bytes = 2147483648LL;  // 0: etcd's default (2 GiB); negative: no quota
+  // The LMDB map (the most the backend file can grow to); 0 sizes it from the
+  // quota (BackendMapBytes). Tests set it to fill the map on purpose.
+  uint64_t backend_map_bytes = 0;
   uint64_t max_request_bytes = 1572864;
   uint32_t max_txn_ops = 128;
   uint64_t backend_batch_interval_ms = 100;
@@ -325,6 +343,7 @@ class KvServer {
   Status AlarmGate(engrampb::InternalRequest::RequestCase kind, const google::protobuf::Message* req) const;
   Status ApplyAlarm(mvcc::Store::Batch& b, const etcdserverpb::AlarmRequest& r, etcdserverpb::AlarmResponse* resp);
   void RunDefrag(std::vector<Done>& waiters);  // apply thread
+  void RaiseNoSpaceAfterMapFull();              // apply thread
   void LoadMembers();
   void CheckDisk();  // startup fsync latency (disk_check.h), metrics and a warning
 

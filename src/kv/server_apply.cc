@@ -63,42 +63,65 @@ void KvServer::ApplyLoop() {
 
 void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
   auto t0 = Clock::now();
-  auto batch = store_->BeginBatch();
-  // Watchers get the batch's changes after it commits (watch.h).
-  const bool record_events = watch_->HasWatchers();
-  batch->RecordEvents(record_events);
-  struct Completion {
-    Done done;
+  struct Item {
+    const raft::Entry* e;
+    std::optional<WaitRegistry::Waiter> w;  // the caller waiting for this entry, if any
     Status s;
   };
-  std::vector<Completion> completions;
-  completions.reserve(entries.size());
-  uint64_t last = applied_.load();
-  uint64_t first = last;
-  InternalRequest ir;  // reused: one decode per entry
+  std::vector<Item> items;
+  items.reserve(entries.size());
+  const uint64_t first = applied_.load();
   for (auto& e : entries) {
-    if (e.index <= last) continue;  // already in the store (replay after restart)
-    std::optional<WaitRegistry::Waiter> w;
-    if (e.type == raft::EntryType::kNormal && !e.data.empty()) {
-      ir.Clear();
-      if (!ir.ParseFromString(e.data)) {
-        ENGRAM_PANIC("cannot decode a committed raft entry", {{"index", e.index}, {"term", e.term}});
+    if (e.index <= first) continue;  // already in the store (replay after restart)
+    items.push_back({&e, std::nullopt, Status::OK()});
+  }
+  if (items.empty()) return;
+  const uint64_t last = items.back().e->index;
+
+  InternalRequest ir;  // reused: one decode per entry
+  std::unique_ptr<mvcc::Store::Batch> batch;
+  bool record_events = false;
+  for (int attempt = 0;; attempt++) {
+    batch = store_->BeginBatch();
+    // Watchers get the batch's changes after it commits (watch.h).
+    record_events = watch_->HasWatchers();
+    batch->RecordEvents(record_events);
+    for (Item& it : items) {
+      const raft::Entry& e = *it.e;
+      if (e.type == raft::EntryType::kNormal && !e.data.empty()) {
+        ir.Clear();
+        if (!ir.ParseFromString(e.data)) {
+          ENGRAM_PANIC("cannot decode a committed raft entry", {{"index", e.index}, {"term", e.term}});
+        }
+        // The id routes the reply; the checksum makes sure it is this
+        // caller's entry (wait.h).
+        if (attempt == 0) it.w = waits_.Take(ir.id(), crc32c::Value(e.data.data(), e.data.size()), e.data.size());
       }
-      // The id routes the reply; the checksum makes sure it is this caller's
-      // entry (wait.h).
-      w = waits_.Take(ir.id(), crc32c::Value(e.data.data(), e.data.size()), e.data.size());
+      google::protobuf::Message* resp = it.w ? it.w->resp : nullptr;
+      if (attempt > 0 && resp) resp->Clear();
+      it.s = ApplyOne(*batch, e, resp, &ir);
     }
-    Status s = ApplyOne(*batch, e, w ? w->resp : nullptr, &ir);
-    if (w) completions.push_back({std::move(w->done), std::move(s)});
-    last = e.index;
+    if (FAILPOINT("apply-before-commit")) ENGRAM_PANIC("failpoint apply-before-commit");
+    Status cs = batch->Commit(last);
+    if (cs.ok()) break;
+    if (cs.code() == Code::kResourceExhausted && attempt == 0) {
+      // The LMDB map is full (the file reached its map size). As etcd's
+      // quota: raise NOSPACE and apply the batch again, now refusing what
+      // writes (puts, txns with puts), instead of crashing on the same entry
+      // at every restart.
+      LOG_ERROR("the backend is full; raising the NOSPACE alarm",
+                {{"error", cs.ToString()}, {"path", opts_.member_dir + "/snap/db"},
+                 {"advice", "compact and defragment, or raise --quota-backend-bytes (the map is sized from it) and restart"}});
+      RaiseNoSpaceAfterMapFull();
+      continue;
+    }
+    ENGRAM_PANIC("failed to commit the backend transaction",
+                 {{"error", cs.ToString()}, {"path", opts_.member_dir + "/snap/db"},
+                  {"advice", cs.code() == Code::kResourceExhausted
+                                 ? "the backend is full even for requests that free space: raise "
+                                   "--quota-backend-bytes (the map is sized from it) and restart"
+                                 : "check the disk; the entries will be applied again at restart"}});
   }
-  if (last == first) {
-    batch->Abort();
-    return;
-  }
-  if (FAILPOINT("apply-before-commit")) ENGRAM_PANIC("failpoint apply-before-commit");
-  Status cs = batch->Commit(last);
-  if (!cs.ok()) ENGRAM_PANIC("failed to commit the backend transaction", {{"error", cs.ToString()}});
   // Before the replies: a client that saw its write acknowledged finds the
   // event already queued on its watch streams. Never blocks (slow streams
   // turn their watchers unsynced).
@@ -114,17 +137,30 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
     probe_.slow_apply.Inc();
     LOG_WARN("apply request took too long", {{"took", std::to_string(took * 1000) + "ms"},
                                              {"expected-duration", "100ms"},
-                                             {"entries", static_cast<uint64_t>(entries.size())}});
+                                             {"entries", static_cast<uint64_t>(items.size())}});
   }
-  for (auto& c : completions) {
+  for (Item& it : items) {
+    if (!it.w) continue;
     probe_.proposals_pending.Add(-1);
-    if (!c.s.ok()) probe_.proposals_failed.Inc();
-    c.done(c.s);
+    if (!it.s.ok()) probe_.proposals_failed.Inc();
+    it.w->done(it.s);
   }
   if (last - synced_applied_.load() >= opts_.backend_batch_limit) {
     std::lock_guard<std::mutex> lk(sync_mu_);
     sync_cv_.notify_one();
   }
+}
+
+void KvServer::RaiseNoSpaceAfterMapFull() {
+  // In its own small batch at the current applied index, so the alarm
+  // survives a restart if LMDB still has a free page for it; if not, it holds
+  // in memory and the full map raises it again after a restart.
+  auto b = store_->BeginBatch();
+  bool added = false;
+  alarms_.Activate(*b, member_id_, etcdserverpb::NOSPACE, &added);
+  Status s = b->Commit(applied_.load());
+  if (!s.ok()) LOG_WARN("cannot persist the NOSPACE alarm; it holds until restart", {{"error", s.ToString()}});
+  if (added) LOG_WARN("alarm raised", {{"alarm", "NOSPACE"}, {"from", Hex(member_id_)}});
 }
 
 Status KvServer::ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, google::protobuf::Message* resp,

@@ -230,6 +230,57 @@ TEST_F(WritePathTest, CompactionNeitherStopsTicksNorHoldsWrites) {
   EXPECT_EQ("x", Get(**s, "during4"));
 }
 
+// A quota the backend cannot map is refused at start, with the flag's name.
+TEST_F(WritePathTest, QuotaBeyondTheMapIsRefusedAtStart) {
+  Options o = kvtest::TestOptions(dir_);
+  o.quota_bytes = 2 * kMaxQuotaBytes;
+  auto s = KvServer::Open(o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(Code::kInvalidArgument, s.status().code());
+  EXPECT_NE(std::string::npos, s.status().message().find("--quota-backend-bytes=" + std::to_string(2 * kMaxQuotaBytes)))
+      << s.status().message();
+  // The map follows the quota: 8 GiB -> 16 GiB of map; no quota -> 64 GiB.
+  EXPECT_EQ(16ull << 30, BackendMapBytes(8LL << 30));
+  EXPECT_EQ(4ull << 30, BackendMapBytes(0));  // twice etcd's 2 GiB default
+  EXPECT_EQ(1536ull << 20, BackendMapBytes(512LL << 20));  // quota + 1 GiB for small quotas
+  EXPECT_EQ(64ull << 30, BackendMapBytes(-1));
+}
+
+// A full LMDB map (no quota to stop the writes first) raises NOSPACE instead
+// of crashing on the same entry at every restart; reads go on, writes get
+// etcd's "database space exceeded", and the member restarts.
+TEST_F(WritePathTest, FullMapRaisesNoSpaceInsteadOfCrashing) {
+  Options o = kvtest::TestOptions(dir_);
+  o.quota_bytes = -1;                 // no quota: only the map can stop the writes
+  o.backend_map_bytes = 8ull << 20;  // 8 MiB
+  int64_t last_ok_rev = 0;
+  {
+    auto s = KvServer::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    const std::string value(64 * 1024, 'v');
+    Status st;
+    int i = 0;
+    for (; i < 1000; i++) {
+      int64_t rev = 0;
+      st = kvtest::PutSync(**s, "k" + std::to_string(i), value, &rev);
+      if (!st.ok()) break;
+      last_ok_rev = rev;
+    }
+    ASSERT_FALSE(st.ok()) << "8 MiB of map took 1000 x 64 KiB";
+    EXPECT_EQ(Code::kResourceExhausted, st.code());
+    EXPECT_EQ("etcdserver: mvcc: database space exceeded", st.message());
+    EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+    EXPECT_EQ(value, Get(**s, "k0", false));
+    EXPECT_EQ(last_ok_rev, (*s)->GetStatus().revision);
+    // Writes stay refused while the alarm is on, and the member stays up.
+    EXPECT_EQ("etcdserver: mvcc: database space exceeded", kvtest::PutSync(**s, "more", "x").message());
+  }
+  auto s = KvServer::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(last_ok_rev, (*s)->GetStatus().revision);
+  EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+}
+
 TEST_F(WritePathTest, RaftConfigFollowsFlags) {
   Options o = kvtest::TestOptions(dir_);
   {
