@@ -275,13 +275,8 @@ Status KvServer::Init() {
     // Membership as persisted (the store's member list, written with every
     // applied conf change); a fresh member starts with itself, as the
     // bootstrap conf change entry says.
-    raft::ConfState cs;
-    {
-      std::lock_guard<std::mutex> lk(members_mu_);
-      for (const auto& m : members_) (m.is_learner ? cs.learners : cs.voters).push_back(m.id);
-    }
-    if (cs.voters.empty()) cs.voters = {member_id_};
-    storage_->SetConfState(cs);
+    std::lock_guard<std::mutex> lk(members_mu_);
+    storage_->SetConfState(internal::ConfStateFromMembers(members_, member_id_));
   }
   ENGRAM_RETURN_IF_ERROR(alarms_.Load(*store_));
   for (const auto& a : alarms_.Get()) {

@@ -288,6 +288,8 @@ class KvServer {
   bool check_quorum() const { return opts_.check_quorum; }
   // Raft ticks so far (the raft thread's cadence; tests and /status).
   uint64_t ticks() const { return ticks_.load(std::memory_order_relaxed); }
+  // Raft's membership as loaded at start (from the persisted member list).
+  raft::ConfState conf_state() const { return storage_->conf_state(); }
 
   // Tests: proposes a Put under a caller-chosen proposal id (production ids
   // collide only by accident; the apply path must cope).

@@ -24,6 +24,16 @@ inline std::string Hex(uint64_t v) {
 // engrampb.Member records).
 std::string EncodeMembers(const std::vector<MemberInfo>& ms);
 
+// Raft's membership from the persisted member list (voters and learners);
+// a store without one (a fresh member, before the bootstrap conf change is
+// applied) has just self as voter.
+inline raft::ConfState ConfStateFromMembers(const std::vector<MemberInfo>& members, uint64_t self) {
+  raft::ConfState cs;
+  for (const auto& m : members) (m.is_learner ? cs.learners : cs.voters).push_back(m.id);
+  if (cs.voters.empty()) cs.voters = {self};
+  return cs;
+}
+
 // metrics: the op label of etcd_server_apply_duration_seconds.
 ApplyOp ApplyOpOf(engrampb::InternalRequest::RequestCase kind);
 

@@ -17,6 +17,7 @@
 #include "src/common/failpoint.h"
 #include "src/kv/id_gen.h"
 #include "src/kv/server.h"
+#include "src/kv/server_internal.h"
 #include "src/kv/testing.h"
 
 namespace engram::kv {
@@ -279,6 +280,26 @@ TEST_F(WritePathTest, FullMapRaisesNoSpaceInsteadOfCrashing) {
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   EXPECT_EQ(last_ok_rev, (*s)->GetStatus().revision);
   EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+}
+
+// Membership comes from what was persisted, not from the local member alone
+// (it used to be reset to {self} at every start).
+TEST_F(WritePathTest, MembershipIsLoadedFromTheStore) {
+  std::vector<MemberInfo> ms(3);
+  ms[0].id = 1;
+  ms[1].id = 2;
+  ms[2].id = 3;
+  ms[2].is_learner = true;
+  raft::ConfState cs = internal::ConfStateFromMembers(ms, 1);
+  EXPECT_EQ((std::vector<uint64_t>{1, 2}), cs.voters);
+  EXPECT_EQ((std::vector<uint64_t>{3}), cs.learners);
+  EXPECT_EQ((std::vector<uint64_t>{7}), internal::ConfStateFromMembers({}, 7).voters);
+  Options o = kvtest::TestOptions(dir_);
+  { ASSERT_TRUE(KvServer::Open(o).ok()); }
+  auto s = KvServer::Open(o);  // a restart: the member list is in the store
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ((std::vector<uint64_t>{0x1234}), (*s)->conf_state().voters);
+  EXPECT_TRUE((*s)->conf_state().learners.empty());
 }
 
 TEST_F(WritePathTest, RaftConfigFollowsFlags) {
