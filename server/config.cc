@@ -291,7 +291,12 @@ const std::vector<Flag>& Flags() {
        SET_UINT(compaction_batch_limit, "experimental-compaction-batch-limit")},
       {"compaction-batch-limit", Kind::kUint, "1000", I, "Same as --experimental-compaction-batch-limit (etcd 3.6).",
        SET_UINT(compaction_batch_limit, "compaction-batch-limit")},
-      {"experimental-compaction-sleep-interval", Kind::kDuration, "10ms", A, "Sleep between compaction batches.", nullptr},
+      {"experimental-compaction-sleep-interval", Kind::kDuration, "10ms", I,
+       "Sets the sleep interval between each compaction batch: while writes are being applied, at most one batch of "
+       "removals runs per interval (when idle, batches run back to back).",
+       SET_DUR(compaction_sleep_interval_ms, "experimental-compaction-sleep-interval")},
+      {"compaction-sleep-interval", Kind::kDuration, "10ms", I, "Same as --experimental-compaction-sleep-interval (etcd 3.6).",
+       SET_DUR(compaction_sleep_interval_ms, "compaction-sleep-interval")},
       {"experimental-peer-skip-client-san-verification", Kind::kBool, "false", A, "Skip verification of SAN field in client certificate for peer connections.", nullptr},
       {"experimental-watch-progress-notify-interval", Kind::kDuration, "10m", I, "Duration of periodic watch progress notifications.",
        SET_DUR(watch_progress_notify_interval_ms, "experimental-watch-progress-notify-interval")},

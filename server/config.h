@@ -88,7 +88,8 @@ struct Config {
   bool force_new_cluster = false;
   bool strict_reconfig_check = true;
   bool pre_vote = true;
-  uint64_t compaction_batch_limit = 1000;  // --experimental-compaction-batch-limit  // --pre-vote (raft pre-vote; check-quorum is always on)
+  uint64_t compaction_batch_limit = 1000;  // --experimental-compaction-batch-limit
+  uint64_t compaction_sleep_interval_ms = 10;  // --experimental-compaction-sleep-interval  // --pre-vote (raft pre-vote; check-quorum is always on)
 
   // Which flags were set (by flag, env or file), for logging.
   std::map<std::string, std::string> set_flags;

@@ -121,6 +121,9 @@ struct Options {
   CompactionSpec compaction;  // auto compaction; disabled by default
   // Revisions removed per compaction step (--experimental-compaction-batch-limit).
   uint64_t compaction_batch_limit = 1000;
+  // While writes are applied, at most one compaction step per this interval
+  // (--experimental-compaction-sleep-interval); idle, steps run back to back.
+  uint64_t compaction_sleep_interval_ms = 10;
   // engram_mvcc_prefix_{keys,bytes}: live keys/bytes per key prefix of this
   // many '/'-separated segments (--metrics-prefix-depth; 0 disables).
   int metrics_prefix_depth = 2;

@@ -26,6 +26,8 @@ using internal::Hex;
 void KvServer::ApplyLoop() {
   std::vector<raft::Entry> entries;
   std::vector<Done> defrag;  // Defragment calls, run between batches
+  const auto step_interval = std::chrono::milliseconds(opts_.compaction_sleep_interval_ms);
+  auto last_step = Clock::now();
   while (true) {
     {
       std::unique_lock<std::mutex> lk(apply_mu_);
@@ -35,6 +37,7 @@ void KvServer::ApplyLoop() {
         // is bounded, so a write that arrives waits for one step at most.
         lk.unlock();
         store_->CompactStep();
+        last_step = Clock::now();
         continue;
       }
       apply_cv_.wait(lk, work);
@@ -45,9 +48,14 @@ void KvServer::ApplyLoop() {
     if (!entries.empty()) ApplyEntries(entries);
     entries.clear();
     if (!defrag.empty()) RunDefrag(defrag);
-    // Under a steady write load the queue is never empty: one step per batch
-    // so the compaction still finishes.
-    if (store_->CompactionPending()) store_->CompactStep();
+    // Under a steady write load the queue is never empty: one step per
+    // --experimental-compaction-sleep-interval so the compaction still
+    // finishes while writes keep most of the time (etcd sleeps between its
+    // compaction batches likewise).
+    if (store_->CompactionPending() && Clock::now() - last_step >= step_interval) {
+      store_->CompactStep();
+      last_step = Clock::now();
+    }
   }
   {
     std::lock_guard<std::mutex> lk(apply_mu_);

@@ -21,7 +21,8 @@ namespace {
 
 constexpr size_t kReadPoolMax = 64;       // reset read txns kept for reuse
 constexpr size_t kCompactChunk = 10000;   // revisions deleted per LMDB transaction
-constexpr size_t kCompactIndexStep = 10000;  // keys compacted per hold of mu_
+constexpr size_t kCompactIndexStep = 10000;  // keys compacted per hold of mu_ (one step)
+constexpr size_t kCompactIndexStepRevs = 2000;   // ... or revisions dropped, whichever comes first
 constexpr const char* kFutureRev = "mvcc: required revision is a future revision";
 constexpr const char* kCompacted = "mvcc: required revision has been compacted";
 
@@ -674,7 +675,9 @@ struct Store::CompactJob {
   bool at_open = false;
   bool index_started = false, index_done = false;
   std::string next_key;            // where the index compaction goes on
-  std::vector<Revision> garbage;   // revisions to remove, sorted once the index is done
+  std::vector<Revision> garbage;   // revisions to remove: one sorted run per index step
+  std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) of each sorted run; begin advances as removed
+  std::vector<size_t> heap;        // run indexes, a min-heap on their next revision (merge order)
   size_t done = 0;                 // garbage removed so far
   double index_ms = 0;             // index compaction time (sum of its steps)
   std::chrono::steady_clock::time_point start;
@@ -718,7 +721,20 @@ bool Store::CompactStep() {
       std::unique_lock<RwLock> l(mu_);
       auto it = j.index_started ? index_.MutableLowerBound(j.next_key) : index_.Begin();
       j.index_started = true;
-      it = index_.CompactSome(j.rev, it, kCompactIndexStep, &j.garbage);
+      // At most kCompactIndexStep keys or kCompactIndexStepRevs dropped
+      // revisions per step (keys with long histories make a step costly).
+      const size_t before = j.garbage.size();
+      for (size_t keys = 0; it != index_.MutableEnd() && keys < kCompactIndexStep &&
+                            j.garbage.size() - before < kCompactIndexStepRevs;
+           keys++) {
+        it = index_.CompactSome(j.rev, it, 1, &j.garbage);
+      }
+      // Each step's garbage is one sorted run; the removal merges the runs,
+      // so revisions go in ascending order overall without one big sort.
+      if (j.garbage.size() > before) {
+        std::sort(j.garbage.begin() + static_cast<ptrdiff_t>(before), j.garbage.end(), RevLess);
+        j.runs.emplace_back(before, j.garbage.size());
+      }
       if (it == index_.MutableEnd()) {
         j.index_done = true;
       } else {
@@ -731,8 +747,11 @@ bool Store::CompactStep() {
       // Ascending revision order matters: a crash between chunks leaves, for
       // each key, a suffix of its garbage, whose newest entry (possibly a
       // tombstone) is still there, so compacting again at Open drops exactly
-      // the rest.
-      std::sort(j.garbage.begin(), j.garbage.end(), RevLess);
+      // the rest. It also walks the revision-ordered key DB forward.
+      for (size_t r = 0; r < j.runs.size(); r++) j.heap.push_back(r);
+      std::make_heap(j.heap.begin(), j.heap.end(), [&j](size_t a, size_t b) {
+        return RevLess(j.garbage[j.runs[b].first], j.garbage[j.runs[a].first]);
+      });
     }
     return true;
   }
@@ -742,9 +761,26 @@ bool Store::CompactStep() {
     int rc = mdb_txn_begin(env_, nullptr, 0, &t);
     if (rc == 0) {
       const size_t end = std::min(j.done + std::max<size_t>(1, opts_.compaction_batch_limit), j.garbage.size());
-      for (size_t i = j.done; i < end; i++) {
+      // The next end - done revisions in ascending order: a k-way merge of
+      // the sorted runs.
+      auto later = [&j](size_t a, size_t b) {
+        return RevLess(j.garbage[j.runs[b].first], j.garbage[j.runs[a].first]);
+      };
+      std::vector<Revision> chunk;
+      chunk.reserve(end - j.done);
+      while (chunk.size() < end - j.done && !j.heap.empty()) {
+        std::pop_heap(j.heap.begin(), j.heap.end(), later);
+        const size_t r = j.heap.back();
+        chunk.push_back(j.garbage[j.runs[r].first++]);
+        if (j.runs[r].first < j.runs[r].second) {
+          std::push_heap(j.heap.begin(), j.heap.end(), later);
+        } else {
+          j.heap.pop_back();
+        }
+      }
+      for (const Revision& r : chunk) {
         char kb[format::kRevKeySize];
-        format::EncodeRevKey(kb, j.garbage[i].main, j.garbage[i].sub, j.garbage[i].tombstone != 0);
+        format::EncodeRevKey(kb, r.main, r.sub, r.tombstone != 0);
         MDB_val k{sizeof(kb), kb};
         rc = mdb_del(t, key_dbi_, &k, nullptr);
         if (rc != 0 && rc != MDB_NOTFOUND) break;
