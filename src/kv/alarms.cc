@@ -46,6 +46,17 @@ AlarmInfo AlarmStore::Activate(mvcc::Store::Batch& b, uint64_t member, etcdserve
   return a;
 }
 
+std::vector<AlarmInfo> AlarmStore::Snapshot() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return alarms_;
+}
+
+void AlarmStore::Restore(std::vector<AlarmInfo> active) {
+  std::lock_guard<std::mutex> lk(mu_);
+  alarms_ = std::move(active);
+  Refresh();
+}
+
 std::optional<AlarmInfo> AlarmStore::Deactivate(mvcc::Store::Batch& b, uint64_t member, etcdserverpb::AlarmType t) {
   std::lock_guard<std::mutex> lk(mu_);
   AlarmInfo a{member, t};

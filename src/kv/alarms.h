@@ -54,6 +54,10 @@ class AlarmStore {
   // Adds (member, type) unless present. Returns the stored alarm and whether
   // it was added.
   AlarmInfo Activate(mvcc::Store::Batch& b, uint64_t member, etcdserverpb::AlarmType t, bool* added);
+  // The active alarms, to put back with Restore when the batch that changed
+  // them is aborted (apply thread).
+  std::vector<AlarmInfo> Snapshot() const;
+  void Restore(std::vector<AlarmInfo> active);
   // Removes (member, type); nullopt if it was not active.
   std::optional<AlarmInfo> Deactivate(mvcc::Store::Batch& b, uint64_t member, etcdserverpb::AlarmType t);
 

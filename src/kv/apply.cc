@@ -316,9 +316,13 @@ Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& t, etcdse
   if (s.ok()) {
     pos = 0;
     s = ExecTxnOps(ctx, t, path, &pos, resp);
-    // Checks above make op failures impossible; one here is a broken invariant
-    // (etcd panics too: "unexpected error during txn").
-    if (!s.ok()) ENGRAM_PANIC("unexpected error during txn", {{"error", s.ToString()}});
+    // Checks above make op failures impossible, except the backend refusing
+    // a write (a full LMDB map: the caller raises NOSPACE and applies the
+    // batch again); anything else is a broken invariant (etcd panics too:
+    // "unexpected error during txn").
+    if (!s.ok() && s.code() != Code::kResourceExhausted) {
+      ENGRAM_PANIC("unexpected error during txn", {{"error", s.ToString()}});
+    }
   }
   txn.End();
   if (s.ok()) resp->mutable_header()->set_revision(txn.Rev());

@@ -478,6 +478,14 @@ void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnRespons
 void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp,
                        Done done) {
   done = TimeRequest(&probe_.request_seconds, kReqCompaction, std::move(done));
+  if (req->physical()) {
+    // etcd: with physical set, the reply waits until the removal of the old
+    // revisions is done (the apply thread runs it in steps after the commit).
+    done = [this, done = std::move(done)](const Status& s) mutable {
+      if (!s.ok()) return done(s);
+      physical_waiters_.push_back(std::move(done));  // apply thread
+    };
+  }
   ProposeRequest(InternalRequest::kCompaction, InternalRequest::kCompactionFieldNumber, req, resp, std::move(done));
 }
 
@@ -589,6 +597,12 @@ void KvServer::Stop() {
       apply_cv_.notify_all();
     }
     if (apply_thread_.joinable()) apply_thread_.join();
+    {
+      // Linearizable readers waiting for an index that will not be applied
+      // now: they see stopping_ ("server stopped").
+      std::lock_guard<std::mutex> lk(applied_mu_);
+      applied_cv_.notify_all();
+    }
     {
       std::lock_guard<std::mutex> lk(timeout_mu_);
       timeout_stop_ = true;

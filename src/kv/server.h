@@ -403,6 +403,8 @@ class KvServer {
   std::vector<Done> defrag_waiters_;      // guarded by apply_mu_: Defragment calls to run
 
   AlarmStore alarms_;
+  bool map_full_retry_ = false;
+  std::vector<Done> physical_waiters_;  // apply thread: physical compactions waiting for the removal to end  // apply thread: re-applying a batch after a full map (refuse writes)
 
   // Applied-index waiters.
   std::mutex applied_mu_;

@@ -38,6 +38,11 @@ void KvServer::ApplyLoop() {
         lk.unlock();
         store_->CompactStep();
         last_step = Clock::now();
+        if (!physical_waiters_.empty() && !store_->CompactionPending()) {
+          std::vector<Done> ws;
+          ws.swap(physical_waiters_);
+          for (auto& d : ws) d(Status::OK());
+        }
         continue;
       }
       apply_cv_.wait(lk, work);
@@ -56,7 +61,14 @@ void KvServer::ApplyLoop() {
       store_->CompactStep();
       last_step = Clock::now();
     }
+    if (!physical_waiters_.empty() && !store_->CompactionPending()) {
+      std::vector<Done> ws;
+      ws.swap(physical_waiters_);
+      for (auto& d : ws) d(Status::OK());
+    }
   }
+  for (auto& d : physical_waiters_) d(errors::Stopped());  // the removal finishes at the next start
+  physical_waiters_.clear();
   {
     std::lock_guard<std::mutex> lk(apply_mu_);
     defrag.swap(defrag_waiters_);
@@ -75,13 +87,14 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
     const raft::Entry* e;
     std::optional<WaitRegistry::Waiter> w;  // the caller waiting for this entry, if any
     Status s;
+    bool looked_up = false;                  // w was looked for (once; an attempt may stop early)
   };
   std::vector<Item> items;
   items.reserve(entries.size());
   const uint64_t first = applied_.load();
   for (auto& e : entries) {
     if (e.index <= first) continue;  // already in the store (replay after restart)
-    items.push_back({&e, std::nullopt, Status::OK()});
+    items.push_back({&e, std::nullopt, Status::OK(), false});
   }
   if (items.empty()) return;
   const uint64_t last = items.back().e->index;
@@ -89,6 +102,9 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
   InternalRequest ir;  // reused: one decode per entry
   std::unique_ptr<mvcc::Store::Batch> batch;
   bool record_events = false;
+  // Alarms change in memory as entries apply; a batch that does not commit
+  // must not leave its changes behind.
+  const std::vector<AlarmInfo> alarms_before = alarms_.Snapshot();
   for (int attempt = 0;; attempt++) {
     batch = store_->BeginBatch();
     // Watchers get the batch's changes after it commits (watch.h).
@@ -103,15 +119,23 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
         }
         // The id routes the reply; the checksum makes sure it is this
         // caller's entry (wait.h).
-        if (attempt == 0) it.w = waits_.Take(ir.id(), crc32c::Value(e.data.data(), e.data.size()), e.data.size());
+        if (!it.looked_up) {
+          it.w = waits_.Take(ir.id(), crc32c::Value(e.data.data(), e.data.size()), e.data.size());
+          it.looked_up = true;
+        }
       }
       google::protobuf::Message* resp = it.w ? it.w->resp : nullptr;
       if (attempt > 0 && resp) resp->Clear();
       it.s = ApplyOne(*batch, e, resp, &ir);
+      // LMDB refused a write (map full): nothing more can be read or written
+      // in this batch; Commit reports it and the batch is applied again.
+      if (!batch->status().ok()) break;
     }
     if (FAILPOINT("apply-before-commit")) ENGRAM_PANIC("failpoint apply-before-commit");
     Status cs = batch->Commit(last);
+    map_full_retry_ = false;
     if (cs.ok()) break;
+    alarms_.Restore(alarms_before);
     if (cs.code() == Code::kResourceExhausted && attempt == 0) {
       // The LMDB map is full (the file reached its map size). As etcd's
       // quota: raise NOSPACE and apply the batch again, now refusing what
@@ -121,6 +145,9 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
                 {{"error", cs.ToString()}, {"path", opts_.member_dir + "/snap/db"},
                  {"advice", "compact and defragment, or raise --quota-backend-bytes (the map is sized from it) and restart"}});
       RaiseNoSpaceAfterMapFull();
+      // The retry refuses writes whatever the batch does to the alarm (a
+      // disarm in the same batch must not let its puts fill the map again).
+      map_full_retry_ = true;
       continue;
     }
     ENGRAM_PANIC("failed to commit the backend transaction",
@@ -298,7 +325,7 @@ Status KvServer::AlarmGate(InternalRequest::RequestCase kind, const google::prot
         break;
     }
   }
-  if (alarms_.NoSpace()) {
+  if (alarms_.NoSpace() || map_full_retry_) {
     if (kind == InternalRequest::kPut || kind == InternalRequest::kLeaseGrant) return errors::NoSpace();
     if (kind == InternalRequest::kTxn && req != nullptr &&
         QuotaCost(static_cast<const etcdserverpb::TxnRequest&>(*req)) > 0) {

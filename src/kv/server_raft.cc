@@ -118,7 +118,12 @@ void KvServer::RaftLoop() {
         std::lock_guard<std::mutex> lk(prop_mu_);
         for (auto& p : prop_queue_) batch.push_back(std::move(p));
         prop_queue_.clear();
+        for (auto& w : read_queue_) reads.push_back(std::move(w));
         read_queue_.clear();
+      }
+      for (auto& w : reads) {  // they see stopping_
+        std::lock_guard<std::mutex> lk(w->mu);
+        w->cv.notify_all();
       }
       for (auto& p : batch) {
         probe_.proposals_pending.Add(-1);

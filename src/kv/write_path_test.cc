@@ -302,6 +302,128 @@ TEST_F(WritePathTest, MembershipIsLoadedFromTheStore) {
   EXPECT_TRUE((*s)->conf_state().learners.empty());
 }
 
+// The full-map path with what kube-apiserver sends (Txns) from many clients
+// at once, so batches hold several entries, some after the one that fills the
+// map; then disarming with the map still full. Never a crash, and restarts.
+TEST_F(WritePathTest, FullMapWithConcurrentTxnsAndDisarm) {
+  Options o = kvtest::TestOptions(dir_);
+  o.quota_bytes = -1;
+  o.backend_map_bytes = 8ull << 20;
+  {
+    auto s = KvServer::Open(o);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    std::atomic<int> ok{0}, nospace{0}, other{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 8; t++) {
+      ts.emplace_back([&, t] {
+        for (int i = 0; i < 60; i++) {
+          etcdserverpb::TxnRequest req;
+          auto* cmp = req.add_compare();  // a read before the write, as kube-apiserver's updates
+          cmp->set_key("t" + std::to_string(t));
+          cmp->set_target(etcdserverpb::Compare::MOD);
+          cmp->set_result(etcdserverpb::Compare::GREATER);
+          cmp->set_mod_revision(0);
+          for (const std::string& k : {"t" + std::to_string(t), "t" + std::to_string(t) + "-" + std::to_string(i)}) {
+            auto* p = req.add_success()->mutable_request_put();
+            p->set_key(k);
+            p->set_value(std::string(16 * 1024, 'x'));
+            p->set_prev_kv(true);
+          }
+          *req.mutable_failure() = req.success();
+          etcdserverpb::TxnResponse resp;
+          Waitable w;
+          (*s)->Txn(&req, &resp, w.Fn());
+          Status st = w.Wait();
+          if (st.ok()) {
+            ok++;
+          } else if (st.message() == "etcdserver: mvcc: database space exceeded") {
+            nospace++;
+          } else {
+            other++;
+            std::fprintf(stderr, "unexpected: %s\n", st.ToString().c_str());
+          }
+        }
+      });
+    }
+    for (auto& t : ts) t.join();
+    EXPECT_GT(ok.load(), 0);
+    EXPECT_GT(nospace.load(), 0);
+    EXPECT_EQ(0, other.load());
+    EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+    // Disarm while the map is still full: the next put fills it again and
+    // raises NOSPACE again, without a crash.
+    for (int round = 0; round < 3; round++) {
+      etcdserverpb::AlarmRequest ar;
+      ar.set_action(etcdserverpb::AlarmRequest::DEACTIVATE);
+      ar.set_memberid(0x1234);
+      ar.set_alarm(etcdserverpb::NOSPACE);
+      etcdserverpb::AlarmResponse aresp;
+      Waitable aw;
+      (*s)->Alarm(&ar, &aresp, aw.Fn());
+      ASSERT_TRUE(aw.Wait().ok());
+      Status st;
+      for (int i = 0; i < 50; i++) {
+        st = kvtest::PutSync(**s, "again" + std::to_string(round) + "-" + std::to_string(i), std::string(64 * 1024, 'y'));
+        if (!st.ok()) break;
+      }
+      EXPECT_EQ("etcdserver: mvcc: database space exceeded", st.message());
+      EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+    }
+  }
+  auto s = KvServer::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(std::vector<std::string>{"NOSPACE"}, (*s)->ActiveAlarms());
+}
+
+// etcd's physical compaction: the reply waits until the old revisions are
+// removed; without it the reply comes once the compact revision is
+// committed. Two compactions back to back both finish, the second after the
+// first, without holding writes.
+TEST_F(WritePathTest, PhysicalCompactionWaitsForTheRemoval) {
+  Options o = kvtest::TestOptions(dir_);
+  o.compaction_batch_limit = 200;
+  auto s = KvServer::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  auto write = [&](int n) {
+    for (int i = 0; i < n; i++) {
+      etcdserverpb::TxnRequest t;
+      for (int k = 0; k < 50; k++) {
+        auto* p = t.add_success()->mutable_request_put();
+        p->set_key("key" + std::to_string(k));
+        p->set_value(std::to_string(i));
+      }
+      etcdserverpb::TxnResponse r;
+      Waitable w;
+      (*s)->Txn(&t, &r, w.Fn());
+      ASSERT_TRUE(w.Wait().ok());
+    }
+  };
+  mvcc::MvccProbe& mp = (*s)->mvcc_probe();
+  ASSERT_TRUE(failpoint::Set("mvcc-compact-step", "sleep(20)"));
+  auto compact = [&](bool physical) {
+    etcdserverpb::CompactionRequest c;
+    c.set_revision((*s)->GetStatus().revision);
+    c.set_physical(physical);
+    etcdserverpb::CompactionResponse r;
+    Waitable w;
+    (*s)->Compact(&c, &r, w.Fn());
+    EXPECT_TRUE(w.Wait().ok());
+  };
+  write(40);  // 2000 revisions, 1950 to remove: 10+ steps of 20 ms
+  uint64_t before = mp.compaction_keys_total.Value();
+  compact(true);
+  EXPECT_EQ(before + 1950, mp.compaction_keys_total.Value()) << "physical: answered before the removal ended";
+  write(40);
+  before = mp.compaction_keys_total.Value();
+  compact(false);
+  EXPECT_LT(mp.compaction_keys_total.Value(), before + 2000) << "not physical: answered after the removal";
+  write(40);     // a second compaction while the first still runs:
+  compact(false);  // queued, not run inside the commit
+  EXPECT_TRUE(kvtest::PutSync(**s, "still", "writable").ok());
+  compact(true);   // a third, physical: answered once everything is removed
+  EXPECT_EQ(before + 2000 + 2000, mp.compaction_keys_total.Value());
+}
+
 TEST_F(WritePathTest, RaftConfigFollowsFlags) {
   Options o = kvtest::TestOptions(dir_);
   {

@@ -689,7 +689,18 @@ void Store::CompactIndexAndDelete(int64_t rev, bool at_open) {
 }
 
 void Store::StartCompaction(int64_t rev, bool at_open) {
-  if (job_) FinishCompaction();  // an older one first (rare: compactions seconds apart)
+  if (job_) {
+    // One runs: publish the new compact revision now (reads below it fail
+    // from here) and do its physical work when the running one ends, never
+    // inside this commit.
+    {
+      std::unique_lock<RwLock> l(mu_);
+      compact_rev_.store(rev, std::memory_order_release);
+    }
+    probe_->compact_revision.Set(rev);
+    queued_compact_ = std::max(queued_compact_, rev);
+    return;
+  }
   {
     // From here reads below rev fail; reads at >= rev are served by both
     // compacted and not yet compacted keys.
@@ -804,6 +815,7 @@ bool Store::CompactStep() {
     if (rc != 0) {
       LOG_ERROR("mvcc: compaction stopped, will resume at next open", {{"error", mdb_strerror(rc)}});
       job_.reset();
+      queued_compact_ = 0;
       return false;
     }
     if (j.done < j.garbage.size()) return true;
@@ -817,6 +829,15 @@ bool Store::CompactStep() {
                                            {"took-seconds", took}});
   }
   job_.reset();
+  if (queued_compact_ > 0) {
+    // The next compaction (its revision is already published).
+    const int64_t next = queued_compact_;
+    queued_compact_ = 0;
+    job_ = std::make_unique<CompactJob>();
+    job_->rev = next;
+    job_->start = std::chrono::steady_clock::now();
+    return true;
+  }
   return false;
 }
 

@@ -260,6 +260,7 @@ class Store {
   void StartCompaction(int64_t rev, bool at_open);
   struct CompactJob;
   std::unique_ptr<CompactJob> job_;  // writer thread only
+  int64_t queued_compact_ = 0;       // writer thread only: the next job's revision (published already)
   void UpdateSizeGauges(const SizeInfo& s) const;
 
   // Read transactions: a pool of reset handles, renewed on use.
@@ -368,6 +369,10 @@ class Store::Batch {
   Batch& operator=(const Batch&) = delete;
 
   Txn Begin();
+  // The first write error of this batch (OK if none): once set, LMDB refuses
+  // every further read and write in the batch, so the caller must stop and
+  // abort (Commit returns it).
+  const Status& status() const { return sticky_; }
   // Compacts at rev (not a write request: the revision does not move).
   // Errors: OutOfRange "mvcc: required revision has been compacted" if
   // rev <= the compact revision, "...is a future revision" if rev > the
