@@ -42,7 +42,9 @@ kv::KvServer::Done Finisher(kv::KvServer* kv, grpc::ServerUnaryReactor* r, Resp*
 grpc::ServerUnaryReactor* KVService::Range(grpc::CallbackServerContext* ctx, const etcdserverpb::RangeRequest* req,
                                            etcdserverpb::RangeResponse* resp) {
   auto* r = ctx->DefaultReactor();
-  r->Finish(ToGrpc(kv_->Range(*req, resp)));
+  // A linearizable Range completes on a reader thread once its read index is
+  // applied: no gRPC thread waits for raft.
+  kv_->RangeAsync(req, resp, [r](const Status& s) { r->Finish(ToGrpc(s)); });
   return r;
 }
 

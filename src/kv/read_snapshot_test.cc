@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <future>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -64,7 +65,12 @@ TEST(ReadSnapshot, HeaderRevisionIsTheRevisionTheDataWasReadAt) {
           for (int j = 0; j < 2; j++) req.add_success()->mutable_request_range()->set_key("k");
           etcdserverpb::TxnResponse resp;
           Status st;
-          s.Txn(&req, &resp, [&](const Status& x) { st = x; });  // read-only: runs before Txn returns
+          std::promise<void> done;
+          s.Txn(&req, &resp, [&](const Status& x) {
+            st = x;
+            done.set_value();
+          });
+          done.get_future().wait();
           if (!st.ok() || resp.responses_size() != 2) {
             errors++;
             continue;
@@ -109,7 +115,12 @@ TEST(ReadSnapshot, PinnedViewRefusesRevisionsAfterIt) {
   req.mutable_success(0)->mutable_request_range()->set_revision(rev + 1);
   etcdserverpb::TxnResponse resp;
   Status st;
-  s.Txn(&req, &resp, [&](const Status& x) { st = x; });
+  std::promise<void> done;
+  s.Txn(&req, &resp, [&](const Status& x) {
+    st = x;
+    done.set_value();
+  });
+  done.get_future().wait();
   EXPECT_EQ(Code::kOutOfRange, st.code());
   EXPECT_EQ("etcdserver: mvcc: required revision is a future revision", st.message());
   opened->reset();

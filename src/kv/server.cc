@@ -331,6 +331,7 @@ Status KvServer::Init() {
   apply_thread_ = std::thread([this] { ApplyLoop(); });
   sync_thread_ = std::thread([this] { SyncLoop(); });
   timeout_thread_ = std::thread([this] { TimeoutLoop(); });
+  for (int i = 0; i < 2; i++) reader_threads_.emplace_back([this] { ReaderLoop(); });
   raft_thread_ = std::thread([this] { RaftLoop(); });
 
   // Publish this member's attributes, then agree on the cluster version.
@@ -456,21 +457,27 @@ void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnRespons
   Status s = CheckTxn(*req, static_cast<int>(opts_.max_txn_ops));
   if (!s.ok()) return done(s);
   if (IsTxnReadOnly(*req)) {
-    if (!IsTxnSerializable(*req)) {
-      s = WaitLinearizable();
+    auto read = [this, req, resp](Done& done) {
+      // One view for the whole txn: every range inside it and the header
+      // carry the same revision. A compaction past that revision while the
+      // txn ran (not one the client asked for) is not the client's error:
+      // read again.
+      Status s;
+      while (true) {
+        StoreView view(store_.get(), store_->Rev());
+        s = ExecReadTxn(view, *req, resp);
+        if (s.ok() || store_->CompactRev() <= view.Rev()) break;
+        resp->Clear();
+      }
+      if (s.ok()) FillHeader(resp->mutable_header());
+      done(s);
+    };
+    if (IsTxnSerializable(*req)) return read(done);
+    // Linearizable: on a reader thread once the read index is applied.
+    return AfterLinearizable([read, done = std::move(done)](const Status& s) mutable {
       if (!s.ok()) return done(s);
-    }
-    // One view for the whole txn: every range inside it and the header carry
-    // the same revision. A compaction past that revision while the txn ran
-    // (not one the client asked for) is not the client's error: read again.
-    while (true) {
-      StoreView view(store_.get(), store_->Rev());
-      s = ExecReadTxn(view, *req, resp);
-      if (s.ok() || store_->CompactRev() <= view.Rev()) break;
-      resp->Clear();
-    }
-    if (s.ok()) FillHeader(resp->mutable_header());
-    return done(s);
+      read(done);
+    });
   }
   ProposeRequest(InternalRequest::kTxn, InternalRequest::kTxnFieldNumber, req, resp, std::move(done));
 }
@@ -490,21 +497,40 @@ void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb:
 }
 
 Status KvServer::Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp) {
-  const auto start = Clock::now();  // metrics: request and range durations
-  Status s = [&]() -> Status {
-    ENGRAM_RETURN_IF_ERROR(CheckRange(req));
-    if (stopping_.load()) return errors::Stopped();
-    if (!req.serializable()) ENGRAM_RETURN_IF_ERROR(WaitLinearizable());
+  std::mutex mu;
+  std::condition_variable cv;
+  bool finished = false;
+  Status result;
+  RangeAsync(&req, resp, [&](const Status& s) {
+    std::lock_guard<std::mutex> lk(mu);
+    result = s;
+    finished = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait(lk, [&] { return finished; });
+  return result;
+}
+
+void KvServer::RangeAsync(const etcdserverpb::RangeRequest* req, etcdserverpb::RangeResponse* resp, Done done) {
+  done = TimeRequest(&probe_.request_seconds, kReqRange, std::move(done));  // metrics
+  Status s = CheckRange(*req);
+  if (!s.ok()) return done(s);
+  if (stopping_.load()) return done(errors::Stopped());
+  auto read = [this, req, resp](Done& done) {
     StoreView view(store_.get(), 0);  // the store's revision when the read runs, reported in the header
     const auto exec = Clock::now();
-    Status es = ExecRange(view, req, resp);
+    Status es = ExecRange(view, *req, resp);
     probe_.range_seconds.at(0, es.ok()).ObserveSince(exec);
-    ENGRAM_RETURN_IF_ERROR(es);
-    FillHeader(resp->mutable_header());
-    return Status::OK();
-  }();
-  probe_.request_seconds.at(kReqRange, s.ok()).ObserveSince(start);
-  return s;
+    if (es.ok()) FillHeader(resp->mutable_header());
+    done(es);
+  };
+  if (req->serializable()) return read(done);
+  // Linearizable: on a reader thread once the read index is applied.
+  AfterLinearizable([read, done = std::move(done)](const Status& s) mutable {
+    if (!s.ok()) return done(s);
+    read(done);
+  });
 }
 
 void KvServer::FillHeader(etcdserverpb::ResponseHeader* h) const {
@@ -598,11 +624,23 @@ void KvServer::Stop() {
     }
     if (apply_thread_.joinable()) apply_thread_.join();
     {
-      // Linearizable readers waiting for an index that will not be applied
-      // now: they see stopping_ ("server stopped").
-      std::lock_guard<std::mutex> lk(applied_mu_);
-      applied_cv_.notify_all();
+      // Linearizable reads that will not get their index applied now.
+      std::deque<std::shared_ptr<ReadWaiter>> left;
+      {
+        std::lock_guard<std::mutex> lk(read_deadline_mu_);
+        left.swap(read_deadlines_);
+      }
+      for (auto& w : left) FinishRead(w, errors::Stopped());
+      std::lock_guard<std::mutex> lk(parked_mu_);
+      parked_reads_.clear();
     }
+    {
+      std::lock_guard<std::mutex> lk(reader_mu_);
+      readers_stop_ = true;
+      reader_cv_.notify_all();
+    }
+    for (auto& t : reader_threads_) t.join();
+    reader_threads_.clear();
     {
       std::lock_guard<std::mutex> lk(timeout_mu_);
       timeout_stop_ = true;

@@ -45,6 +45,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <map>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -237,12 +239,19 @@ class KvServer {
   // The request and response objects must stay alive until done runs.
   void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done);
   void DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp, Done done);
-  // Read-only txns are served locally (synchronously, done runs before return).
+  // Read-only txns are served locally: a serializable one before Txn returns,
+  // a linearizable one on a reader thread once its read index is applied.
   void Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done);
   void Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp, Done done);
 
-  // ---- reads: synchronous ----
+  // ---- reads ----
+  // Synchronous (tests, the health checks): a linearizable one blocks the
+  // caller until its read index is applied.
   Status Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp);
+  // For the gRPC handlers: a serializable Range runs at once, on the caller's
+  // thread; a linearizable one runs on a reader thread once its read index is
+  // applied, so no gRPC thread waits for raft. done runs exactly once.
+  void RangeAsync(const etcdserverpb::RangeRequest* req, etcdserverpb::RangeResponse* resp, Done done);
 
   // Fills cluster_id, member_id, raft_term, and revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
@@ -280,9 +289,12 @@ class KvServer {
   const Options& options() const { return opts_; }
   const mvcc::Store& store() const { return *store_; }
 
-  // Waits until this member has applied everything committed when it was
-  // called, confirmed through raft's ReadIndex (a linearizable read's
-  // barrier). Timeout: "etcdserver: request timed out"; stopping: "server stopped".
+  // A linearizable read's barrier: fn(OK) runs on a reader thread once this
+  // member has applied everything committed when it was called, confirmed
+  // through raft's ReadIndex; fn(error) on timeout ("etcdserver: request
+  // timed out") or stop ("etcdserver: server stopped"), on any thread. Runs
+  // exactly once. WaitLinearizable blocks the caller for the same.
+  void AfterLinearizable(Done fn);
   Status WaitLinearizable();
   // The request timeout in effect (Options::request_timeout_ms resolved).
   std::chrono::milliseconds request_timeout() const { return request_timeout_; }
@@ -317,13 +329,19 @@ class KvServer {
     std::chrono::steady_clock::time_point deadline;
     Done done;
   };
-  // A linearizable read waiting for its read index (server_raft.cc).
+  // A linearizable read waiting for its read index, then for that index to
+  // be applied (server_raft.cc). Whoever sets finished first runs fn.
   struct ReadWaiter {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool resolved = false;  // guarded by mu
-    uint64_t index = 0;     // guarded by mu
+    Done fn;
+    std::atomic<bool> finished{false};
+    std::chrono::steady_clock::time_point deadline;
   };
+  void FinishRead(const std::shared_ptr<ReadWaiter>& w, const Status& s);
+  // Hands reads whose index is applied to the reader threads, parks others
+  // until the apply thread reaches their index.
+  void ReadIndexResolved(std::vector<std::shared_ptr<ReadWaiter>>& ws, uint64_t index);
+  void WakeParkedReads(uint64_t applied);  // apply thread, after applied_ moved
+  void ReaderLoop();
 
   explicit KvServer(const Options& opts);
   Status Init();
@@ -391,6 +409,19 @@ class KvServer {
   };
   std::unordered_map<std::string, ReadBatch> reads_in_flight_;  // raft thread only
   uint64_t read_seq_ = 0;                                       // raft thread only
+  // Reads whose index is known but not applied yet, by index.
+  std::mutex parked_mu_;
+  std::multimap<uint64_t, std::shared_ptr<ReadWaiter>> parked_reads_;  // guarded by parked_mu_
+  // Every outstanding read in deadline order (the timeout thread fails the
+  // late ones; finished ones are dropped from the front).
+  std::mutex read_deadline_mu_;
+  std::deque<std::shared_ptr<ReadWaiter>> read_deadlines_;  // guarded by read_deadline_mu_
+  // Reader threads: run reads whose index is applied.
+  std::mutex reader_mu_;
+  std::condition_variable reader_cv_;
+  std::deque<std::shared_ptr<ReadWaiter>> ready_reads_;  // guarded by reader_mu_
+  bool readers_stop_ = false;                           // guarded by reader_mu_
+  std::vector<std::thread> reader_threads_;
 
   // Proposals handed to raft, waiting for their entry to apply (raft thread
   // registers, apply thread and timeout thread take).

@@ -166,6 +166,7 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
     applied_.store(last);
   }
   applied_cv_.notify_all();
+  WakeParkedReads(last);  // linearizable reads waiting for this index
   probe_.proposals_applied.Set(static_cast<int64_t>(last));
   double took = std::chrono::duration<double>(Clock::now() - t0).count();
   if (took > 0.1) {

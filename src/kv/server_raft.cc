@@ -65,34 +65,92 @@ void KvServer::FailProposal(Done& done, const Status& s) {
 
 // ---------------------------------------------------------- linearizable reads
 
-Status KvServer::WaitLinearizable() {
-  const auto deadline = Clock::now() + request_timeout_;
+void KvServer::AfterLinearizable(Done fn) {
   auto w = std::make_shared<ReadWaiter>();
+  w->fn = std::move(fn);
+  w->deadline = Clock::now() + request_timeout_;
   {
     std::lock_guard<std::mutex> lk(prop_mu_);
-    if (stopping_.load()) return errors::Stopped();
-    read_queue_.push_back(w);
-    raft_wakeup_ = true;
-    prop_cv_.notify_one();
-  }
-  uint64_t index;
-  {
-    std::unique_lock<std::mutex> lk(w->mu);
-    if (!w->cv.wait_until(lk, deadline, [&] { return w->resolved || stopping_.load(); })) {
-      // etcd_server_slow_read_indexes_total: the read index did not come back
-      // within the request timeout.
-      probe_.slow_read_indexes.Inc();
-      return errors::Timeout();
+    if (!stopping_.load()) {
+      {
+        std::lock_guard<std::mutex> dl(read_deadline_mu_);
+        read_deadlines_.push_back(w);
+      }
+      read_queue_.push_back(w);
+      raft_wakeup_ = true;
+      prop_cv_.notify_one();
+      return;
     }
-    if (!w->resolved) return errors::Stopped();
-    index = w->index;
   }
-  std::unique_lock<std::mutex> lk(applied_mu_);
-  if (!applied_cv_.wait_until(lk, deadline, [&] { return applied_.load() >= index || stopping_.load(); })) {
-    return errors::Timeout();
+  FinishRead(w, errors::Stopped());
+}
+
+Status KvServer::WaitLinearizable() {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  Status st;
+  AfterLinearizable([&](const Status& s) {
+    std::lock_guard<std::mutex> lk(mu);
+    st = s;
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock<std::mutex> lk(mu);
+  cv.wait(lk, [&] { return done; });  // always ends: timeout thread, or Stop
+  return st;
+}
+
+void KvServer::FinishRead(const std::shared_ptr<ReadWaiter>& w, const Status& s) {
+  if (w->finished.exchange(true)) return;
+  Done fn = std::move(w->fn);
+  fn(s);
+}
+
+void KvServer::ReadIndexResolved(std::vector<std::shared_ptr<ReadWaiter>>& ws, uint64_t index) {
+  bool ready;
+  {
+    // Under parked_mu_: the apply thread moves applied_ before it looks at
+    // the parked reads under the same lock, so none is missed.
+    std::lock_guard<std::mutex> lk(parked_mu_);
+    ready = applied_.load() >= index;
+    if (!ready)
+      for (auto& w : ws) parked_reads_.emplace(index, std::move(w));
   }
-  if (applied_.load() < index) return errors::Stopped();
-  return Status::OK();
+  if (ready) {
+    std::lock_guard<std::mutex> lk(reader_mu_);
+    for (auto& w : ws) ready_reads_.push_back(std::move(w));
+    reader_cv_.notify_all();
+  }
+  ws.clear();
+}
+
+void KvServer::WakeParkedReads(uint64_t applied) {
+  std::vector<std::shared_ptr<ReadWaiter>> ready;
+  {
+    std::lock_guard<std::mutex> lk(parked_mu_);
+    auto end = parked_reads_.upper_bound(applied);
+    for (auto it = parked_reads_.begin(); it != end; ++it) ready.push_back(std::move(it->second));
+    parked_reads_.erase(parked_reads_.begin(), end);
+  }
+  if (ready.empty()) return;
+  std::lock_guard<std::mutex> lk(reader_mu_);
+  for (auto& w : ready) ready_reads_.push_back(std::move(w));
+  reader_cv_.notify_all();
+}
+
+void KvServer::ReaderLoop() {
+  std::unique_lock<std::mutex> lk(reader_mu_);
+  while (true) {
+    reader_cv_.wait(lk, [&] { return !ready_reads_.empty() || readers_stop_; });
+    if (ready_reads_.empty()) break;  // stopping, nothing left
+    auto w = std::move(ready_reads_.front());
+    ready_reads_.pop_front();
+    lk.unlock();
+    FinishRead(w, Status::OK());  // the read itself runs here
+    w.reset();
+    lk.lock();
+  }
 }
 
 // ---------------------------------------------------------------- raft thread
@@ -121,10 +179,7 @@ void KvServer::RaftLoop() {
         for (auto& w : read_queue_) reads.push_back(std::move(w));
         read_queue_.clear();
       }
-      for (auto& w : reads) {  // they see stopping_
-        std::lock_guard<std::mutex> lk(w->mu);
-        w->cv.notify_all();
-      }
+      reads.clear();  // failed with "server stopped" by Stop (read_deadlines_ holds them all)
       for (auto& p : batch) {
         probe_.proposals_pending.Add(-1);
         p.done(errors::Stopped());
@@ -213,12 +268,7 @@ void KvServer::RaftLoop() {
           probe_.slow_read_indexes.Inc();  // etcd: a read state for an older request
           continue;
         }
-        for (auto& w : it->second.waiters) {
-          std::lock_guard<std::mutex> lk(w->mu);
-          w->resolved = true;
-          w->index = rs.index;
-          w->cv.notify_all();
-        }
+        ReadIndexResolved(it->second.waiters, rs.index);
         reads_in_flight_.erase(it);
       }
       if (rd.soft_state) {
@@ -258,14 +308,7 @@ void KvServer::RaftLoop() {
       }
     }
   }
-  // Readers still waiting: wake them (they see stopping_).
-  for (auto& [ctx, b] : reads_in_flight_) {
-    for (auto& w : b.waiters) {
-      std::lock_guard<std::mutex> lk(w->mu);
-      w->cv.notify_all();
-    }
-  }
-  reads_in_flight_.clear();
+  reads_in_flight_.clear();  // Stop fails them with "server stopped"
   // Drain: let the apply thread finish what is committed.
   {
     std::lock_guard<std::mutex> lk(apply_mu_);
@@ -300,6 +343,24 @@ void KvServer::TimeoutLoop() {
       }
     }
     for (auto& p : expired) FailProposal(p.done, errors::Timeout());
+    // Linearizable reads past their deadline (in deadline order; finished
+    // ones at the front are just dropped).
+    std::vector<std::shared_ptr<ReadWaiter>> late;
+    {
+      std::lock_guard<std::mutex> dl(read_deadline_mu_);
+      while (!read_deadlines_.empty() &&
+             (read_deadlines_.front()->finished.load() || read_deadlines_.front()->deadline <= now)) {
+        if (!read_deadlines_.front()->finished.load()) late.push_back(read_deadlines_.front());
+        read_deadlines_.pop_front();
+      }
+    }
+    for (auto& w : late) {
+      if (w->finished.load()) continue;
+      // etcd_server_slow_read_indexes_total: the read index did not come
+      // back (or was not applied) within the request timeout.
+      probe_.slow_read_indexes.Inc();
+      FinishRead(w, errors::Timeout());
+    }
     lk.lock();
   }
 }
