@@ -83,6 +83,16 @@ class CommandLineTest(ServerCase):
         self.assertIn("enable-v2", log)
         self.assertRegex(log, r"(?i)not supported|unsupported", "message should say --enable-v2 is unsupported")
 
+    def test_quota_beyond_the_backend_map_is_refused(self):
+        # Issue 12: a quota the LMDB map cannot hold stops the server at start
+        # with the flag's name, instead of MDB_MAP_FULL in a crash loop later.
+        s = self.server(extra_args=["--quota-backend-bytes", str(2 << 40)])
+        s.start(wait=False)
+        rc = wait_exit(s.proc, 15)
+        self.assertIsNotNone(rc, "engram with a 2 TiB quota still running after 15s:\n" + s.log_tail())
+        self.assertNotEqual(rc, 0, s.log())
+        self.assertIn("--quota-backend-bytes=%d" % (2 << 40), s.log())
+
     def test_unsupported_flag_at_default_is_accepted(self):
         s = self.server(extra_args=["--enable-v2=false"])
         s.start()
