@@ -254,7 +254,7 @@ class Store {
   void UnlockEnvShared(int token) const;
   Status RebuildPrefixStats(int64_t rev);  // metrics (prefix_stats.h)
   // Compacts the index at rev, then removes the dropped revisions from LMDB in
-  // ascending order, kCompactChunk per write transaction. Writer thread.
+  // ascending order, in steps (compaction.cc). Writer thread.
   void CompactIndexAndDelete(int64_t rev, bool at_open);
   // Publishes rev as the compact revision and queues its steps.
   void StartCompaction(int64_t rev, bool at_open);
