@@ -1,0 +1,185 @@
+#include "src/lease/lessor.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace engram::lease {
+
+Lessor::Lessor(int64_t min_ttl_seconds, LeaseProbe* probe)
+    : min_ttl_(std::max<int64_t>(1, min_ttl_seconds)), probe_(probe ? probe : &own_probe_) {}
+
+void Lessor::BeginBatch() {
+  std::lock_guard<std::mutex> lk(mu_);
+  in_batch_ = true;
+  undo_.clear();
+}
+
+void Lessor::EndBatch() {
+  std::lock_guard<std::mutex> lk(mu_);
+  in_batch_ = false;
+  undo_.clear();
+}
+
+void Lessor::Rollback() {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto it = undo_.rbegin(); it != undo_.rend(); ++it) (*it)();
+  undo_.clear();
+  in_batch_ = false;
+}
+
+Status Lessor::Grant(int64_t id, int64_t ttl, Clock::time_point now, int64_t* granted) {
+  if (ttl > kMaxLeaseTTL) return LeaseTTLTooLarge();
+  std::lock_guard<std::mutex> lk(mu_);
+  if (leases_.count(id)) return LeaseExists();
+  Lease l;
+  l.ttl = std::max(ttl, min_ttl_);
+  l.expiry = now + std::chrono::seconds(l.ttl);
+  *granted = l.ttl;
+  leases_.emplace(id, std::move(l));
+  if (in_batch_) undo_.push_back([this, id] { leases_.erase(id); });
+  probe_->granted.Inc();
+  probe_->ttl_seconds.Observe(static_cast<double>(*granted));
+  return Status::OK();
+}
+
+Status Lessor::Revoke(int64_t id, std::vector<std::string>* keys) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return LeaseNotFound();
+  keys->assign(it->second.keys.begin(), it->second.keys.end());
+  for (const auto& k : it->second.keys) key_lease_.erase(k);
+  if (in_batch_) {
+    undo_.push_back([this, id, l = it->second] {
+      for (const auto& k : l.keys) key_lease_[k] = id;
+      leases_[id] = l;
+    });
+  }
+  leases_.erase(it);
+  probe_->revoked.Inc();
+  return Status::OK();
+}
+
+bool Lessor::Exists(int64_t id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return leases_.count(id) > 0;
+}
+
+void Lessor::AttachLocked(const std::string& key, int64_t id) {
+  auto cur = key_lease_.find(key);
+  const int64_t old = cur == key_lease_.end() ? 0 : cur->second;
+  if (old == id) return;
+  if (old != 0) {
+    auto l = leases_.find(old);
+    if (l != leases_.end()) l->second.keys.erase(key);
+    key_lease_.erase(cur);
+  }
+  if (id != 0) {
+    auto l = leases_.find(id);
+    if (l != leases_.end()) {
+      l->second.keys.insert(key);
+      key_lease_[key] = id;
+    }
+  }
+  if (in_batch_) undo_.push_back([this, key, old] {
+    // Back to the old attachment (AttachLocked without recording).
+    const bool saved = in_batch_;
+    in_batch_ = false;
+    AttachLocked(key, old);
+    in_batch_ = saved;
+  });
+}
+
+void Lessor::Attach(const std::string& key, int64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  AttachLocked(key, id);
+}
+
+void Lessor::DetachRange(const std::string& key, const std::string& end) {
+  std::lock_guard<std::mutex> lk(mu_);
+  if (end.empty()) {
+    if (key_lease_.count(key)) AttachLocked(key, 0);
+    return;
+  }
+  const bool to_end = end == std::string(1, '\0');
+  std::vector<std::string> hit;
+  for (auto it = key_lease_.lower_bound(key); it != key_lease_.end(); ++it) {
+    if (!to_end && it->first >= end) break;
+    hit.push_back(it->first);
+  }
+  for (const auto& k : hit) AttachLocked(k, 0);
+}
+
+int64_t Lessor::LeaseOf(const std::string& key) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = key_lease_.find(key);
+  return it == key_lease_.end() ? 0 : it->second;
+}
+
+Result<int64_t> Lessor::Renew(int64_t id, Clock::time_point now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return LeaseNotFound();
+  it->second.expiry = now + std::chrono::seconds(it->second.ttl);
+  probe_->renewed.Inc();
+  return it->second.ttl;
+}
+
+Result<LeaseInfo> Lessor::TimeToLive(int64_t id, Clock::time_point now, bool with_keys) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return LeaseNotFound();
+  LeaseInfo info;
+  info.id = id;
+  info.granted_ttl = it->second.ttl;
+  const double left = std::chrono::duration<double>(it->second.expiry - now).count();
+  info.remaining_ttl = left <= 0 ? 0 : static_cast<int64_t>(std::ceil(left));
+  if (with_keys) info.keys.assign(it->second.keys.begin(), it->second.keys.end());
+  return info;
+}
+
+std::vector<int64_t> Lessor::Leases() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<int64_t> ids;
+  ids.reserve(leases_.size());
+  for (const auto& [id, l] : leases_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+std::vector<int64_t> Lessor::Expired(Clock::time_point now, size_t limit) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<std::pair<Clock::time_point, int64_t>> due;
+  for (const auto& [id, l] : leases_)
+    if (!l.revoking && l.expiry <= now) due.emplace_back(l.expiry, id);
+  std::sort(due.begin(), due.end());  // the longest expired first
+  if (due.size() > limit) due.resize(limit);
+  std::vector<int64_t> out;
+  out.reserve(due.size());
+  for (const auto& [t, id] : due) {
+    leases_[id].revoking = true;
+    out.push_back(id);
+  }
+  probe_->expired.Inc(out.size());
+  return out;
+}
+
+void Lessor::Unmark(int64_t id) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it != leases_.end()) it->second.revoking = false;
+}
+
+void Lessor::Promote(Clock::time_point now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  for (auto& [id, l] : leases_) {
+    l.expiry = now + std::chrono::seconds(l.ttl);
+    l.revoking = false;
+  }
+}
+
+size_t Lessor::size() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return leases_.size();
+}
+
+}  // namespace engram::lease

@@ -1,0 +1,127 @@
+// Lessor: the leases of one member, as etcd's lease/lessor.go keeps them,
+// without I/O, threads or a clock (STYLE practice 1): time comes in as a
+// steady_clock time point, persistence and proposals are the caller's.
+//
+// Model (etcd's):
+//   - A lease has an ID (> 0), a granted TTL in seconds (raised to the
+//     member's minimum TTL, etcd's 3 x election timeout / 2 rounded up) and
+//     an expiry time, plus the keys attached to it. A key is attached to at
+//     most one lease.
+//   - Grant, Revoke, Attach and Detach change the replicated state: they run
+//     on the apply thread, in log order, inside an apply batch (BeginBatch /
+//     EndBatch): if the batch's backend commit fails, Rollback undoes them.
+//   - Renew (keepalive), TimeToLive and Leases are local reads of the
+//     leader's state; expiry is local too: Expired lists leases past their
+//     expiry for the server to propose revokes (never a local delete), at
+//     most `limit` at a time, each once until Unmark or its revoke.
+//   - Promote (at start, or when this member becomes leader) gives every
+//     lease its full TTL again, as etcd does, so leases do not expire en
+//     masse at boot.
+//
+// Thread-safety: every method is thread-safe (one mutex; never held across a
+// callback).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "src/common/probe.h"
+#include "src/common/status.h"
+
+namespace engram::lease {
+
+using Clock = std::chrono::steady_clock;
+
+// etcd's MaxLeaseTTL (9,000,000,000 s).
+inline constexpr int64_t kMaxLeaseTTL = 9000000000LL;
+
+// etcd's lease errors, as clients see them.
+inline Status LeaseNotFound() { return Status::NotFound("etcdserver: requested lease not found"); }
+inline Status LeaseExists() { return Status::FailedPrecondition("etcdserver: lease already exists"); }
+inline Status LeaseTTLTooLarge() { return Status::OutOfRange("etcdserver: too large lease TTL"); }
+
+// etcd's lease metric families (exporter/ publishes them).
+struct LeaseProbe {
+  Counter granted;   // etcd_debugging_lease_granted_total
+  Counter revoked;   // etcd_debugging_lease_revoked_total
+  Counter renewed;   // etcd_debugging_lease_renewed_total
+  Counter expired;   // etcd_server_lease_expired_total (revokes proposed for expiry)
+  Histogram ttl_seconds{Histogram::Exponential(1, 2, 14)};  // etcd_debugging_lease_ttl_total
+};
+
+struct LeaseInfo {
+  int64_t id = 0;
+  int64_t granted_ttl = 0;    // seconds
+  int64_t remaining_ttl = 0;  // seconds, rounded up; 0 when expired
+  std::vector<std::string> keys;  // sorted
+};
+
+class Lessor {
+ public:
+  explicit Lessor(int64_t min_ttl_seconds, LeaseProbe* probe = nullptr);
+
+  // ---- replicated state (apply thread) ----
+  void BeginBatch();
+  void EndBatch();    // the batch committed: forget the undo log
+  void Rollback();    // the batch did not commit: undo its changes
+
+  // Grants id with ttl (raised to the minimum), expiring ttl seconds after
+  // now. Errors: LeaseExists, LeaseTTLTooLarge. *granted gets the TTL used.
+  Status Grant(int64_t id, int64_t ttl, Clock::time_point now, int64_t* granted);
+  // Removes the lease; *keys gets the keys that were attached (sorted), for
+  // the caller to delete in one revision. Error: LeaseNotFound.
+  Status Revoke(int64_t id, std::vector<std::string>* keys);
+  bool Exists(int64_t id) const;
+  // Attaches key to lease id (detaching it from any other lease); id 0
+  // detaches. The lease must exist (checked by the caller with Exists).
+  void Attach(const std::string& key, int64_t id);
+  // Detaches every key in [key, end) (etcd's range rules: end "" = key
+  // alone, "\0" = every key >= key): the keys a DeleteRange removed.
+  void DetachRange(const std::string& key, const std::string& end);
+  // The lease a key is attached to (0 if none).
+  int64_t LeaseOf(const std::string& key) const;
+
+  // ---- local state ----
+  // Keepalive: the lease expires ttl seconds from now again; returns the
+  // granted TTL. Error: LeaseNotFound.
+  Result<int64_t> Renew(int64_t id, Clock::time_point now);
+  Result<LeaseInfo> TimeToLive(int64_t id, Clock::time_point now, bool with_keys) const;
+  std::vector<int64_t> Leases() const;  // ascending
+  // Up to limit leases whose expiry is at or before now and that are not
+  // already marked; marks them (their revoke is being proposed).
+  std::vector<int64_t> Expired(Clock::time_point now, size_t limit);
+  // The revoke proposal of a marked lease failed: it may be listed again.
+  void Unmark(int64_t id);
+  // Every lease expires its full TTL after now (start, promotion).
+  void Promote(Clock::time_point now);
+  int64_t min_ttl() const { return min_ttl_; }
+  size_t size() const;
+
+ private:
+  struct Lease {
+    int64_t ttl = 0;
+    Clock::time_point expiry;
+    std::set<std::string> keys;
+    bool revoking = false;  // listed by Expired, revoke in flight
+  };
+  void AttachLocked(const std::string& key, int64_t id);
+
+  const int64_t min_ttl_;
+  LeaseProbe own_probe_;
+  LeaseProbe* const probe_;
+  mutable std::mutex mu_;
+  std::unordered_map<int64_t, Lease> leases_;  // guarded by mu_
+  std::map<std::string, int64_t> key_lease_;  // guarded by mu_: key -> lease (sorted for ranges)
+  bool in_batch_ = false;                      // guarded by mu_
+  std::vector<std::function<void()>> undo_;    // guarded by mu_: run in reverse by Rollback
+};
+
+}  // namespace engram::lease

@@ -1,0 +1,127 @@
+// Lessor: grant/revoke/attach with etcd's rules and errors, expiry listing
+// with marks, renew, promotion, and rollback of an aborted apply batch. Time
+// is an input: no sleeps.
+#include "src/lease/lessor.h"
+
+#include <gtest/gtest.h>
+
+namespace engram::lease {
+namespace {
+
+using std::chrono::seconds;
+const Clock::time_point T0 = Clock::time_point() + std::chrono::hours(1);
+
+TEST(Lessor, GrantRaisesToMinimumAndRefusesDuplicatesAndHugeTTLs) {
+  Lessor l(2);
+  int64_t granted = 0;
+  ASSERT_TRUE(l.Grant(1, 1, T0, &granted).ok());
+  EXPECT_EQ(2, granted);  // etcd raises a TTL below the minimum
+  ASSERT_TRUE(l.Grant(2, 60, T0, &granted).ok());
+  EXPECT_EQ(60, granted);
+  Status dup = l.Grant(2, 60, T0, &granted);
+  EXPECT_EQ(Code::kFailedPrecondition, dup.code());
+  EXPECT_EQ("etcdserver: lease already exists", dup.message());
+  Status big = l.Grant(3, kMaxLeaseTTL + 1, T0, &granted);
+  EXPECT_EQ("etcdserver: too large lease TTL", big.message());
+  EXPECT_EQ((std::vector<int64_t>{1, 2}), l.Leases());
+}
+
+TEST(Lessor, RevokeReturnsAttachedKeysAndDetachesThem) {
+  Lessor l(1);
+  int64_t g;
+  ASSERT_TRUE(l.Grant(7, 10, T0, &g).ok());
+  ASSERT_TRUE(l.Grant(8, 10, T0, &g).ok());
+  l.Attach("b", 7);
+  l.Attach("a", 7);
+  l.Attach("c", 8);
+  l.Attach("c", 7);  // moves from 8 to 7
+  EXPECT_EQ(7, l.LeaseOf("c"));
+  auto ttl8 = l.TimeToLive(8, T0, true);
+  ASSERT_TRUE(ttl8.ok());
+  EXPECT_TRUE(ttl8->keys.empty());
+  std::vector<std::string> keys;
+  ASSERT_TRUE(l.Revoke(7, &keys).ok());
+  EXPECT_EQ((std::vector<std::string>{"a", "b", "c"}), keys);
+  EXPECT_EQ(0, l.LeaseOf("a"));
+  EXPECT_FALSE(l.Exists(7));
+  Status nf = l.Revoke(7, &keys);
+  EXPECT_EQ(Code::kNotFound, nf.code());
+  EXPECT_EQ("etcdserver: requested lease not found", nf.message());
+}
+
+TEST(Lessor, DetachRangeFollowsEtcdRangeRules) {
+  Lessor l(1);
+  int64_t g;
+  ASSERT_TRUE(l.Grant(1, 10, T0, &g).ok());
+  for (const char* k : {"a", "b", "b1", "c", "d"}) l.Attach(k, 1);
+  l.DetachRange("b", "");  // the key alone
+  EXPECT_EQ(0, l.LeaseOf("b"));
+  EXPECT_EQ(1, l.LeaseOf("b1"));
+  l.DetachRange("b", "c");  // [b, c)
+  EXPECT_EQ(0, l.LeaseOf("b1"));
+  EXPECT_EQ(1, l.LeaseOf("c"));
+  l.DetachRange("c", std::string(1, '\0'));  // every key >= c
+  EXPECT_EQ(0, l.LeaseOf("d"));
+  auto info = l.TimeToLive(1, T0, true);
+  EXPECT_EQ(std::vector<std::string>{"a"}, info->keys);
+}
+
+TEST(Lessor, ExpiryIsListedOnceAndRenewAndPromoteExtend) {
+  Lessor l(1);
+  int64_t g;
+  ASSERT_TRUE(l.Grant(1, 5, T0, &g).ok());
+  ASSERT_TRUE(l.Grant(2, 10, T0, &g).ok());
+  ASSERT_TRUE(l.Grant(3, 10, T0, &g).ok());
+  EXPECT_TRUE(l.Expired(T0 + seconds(4), 10).empty());
+  auto r = l.TimeToLive(1, T0 + std::chrono::milliseconds(1500), false);
+  EXPECT_EQ(4, r->remaining_ttl);  // 3.5 s left, rounded up
+  EXPECT_EQ(5, r->granted_ttl);
+  EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(5), 10));
+  EXPECT_TRUE(l.Expired(T0 + seconds(6), 10).empty()) << "a marked lease is listed once";
+  l.Unmark(1);  // its revoke proposal failed
+  EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(6), 10));
+  // Renew pushes the expiry to now + TTL.
+  auto rn = l.Renew(2, T0 + seconds(8));
+  ASSERT_TRUE(rn.ok());
+  ASSERT_EQ(10, *rn);
+  // At most `limit`, the longest expired first.
+  auto due = l.Expired(T0 + seconds(12), 1);
+  EXPECT_EQ((std::vector<int64_t>{3}), due);
+  EXPECT_EQ((std::vector<int64_t>{2}), l.Expired(T0 + seconds(18), 5));
+  EXPECT_EQ(0, l.TimeToLive(2, T0 + seconds(30), false)->remaining_ttl);
+  // Promotion (a restart): every lease gets its full TTL from now.
+  l.Promote(T0 + seconds(100));
+  EXPECT_TRUE(l.Expired(T0 + seconds(104), 10).empty());
+  EXPECT_EQ(10, l.TimeToLive(3, T0 + seconds(100), false)->remaining_ttl);
+  EXPECT_EQ(Code::kNotFound, l.Renew(99, T0).status().code());
+}
+
+TEST(Lessor, RollbackUndoesAnAbortedBatch) {
+  Lessor l(1);
+  int64_t g;
+  ASSERT_TRUE(l.Grant(1, 10, T0, &g).ok());
+  l.Attach("k1", 1);
+  l.Attach("k2", 1);
+  l.BeginBatch();
+  ASSERT_TRUE(l.Grant(2, 10, T0, &g).ok());
+  l.Attach("k1", 2);
+  l.DetachRange("k2", "");
+  std::vector<std::string> keys;
+  ASSERT_TRUE(l.Revoke(1, &keys).ok());
+  l.Attach("k3", 2);
+  l.Rollback();
+  EXPECT_EQ((std::vector<int64_t>{1}), l.Leases());
+  EXPECT_EQ(1, l.LeaseOf("k1"));
+  EXPECT_EQ(1, l.LeaseOf("k2"));
+  EXPECT_EQ(0, l.LeaseOf("k3"));
+  EXPECT_EQ((std::vector<std::string>{"k1", "k2"}), l.TimeToLive(1, T0, true)->keys);
+  // A committed batch stays.
+  l.BeginBatch();
+  ASSERT_TRUE(l.Grant(3, 10, T0, &g).ok());
+  l.EndBatch();
+  l.Rollback();  // nothing to undo
+  EXPECT_TRUE(l.Exists(3));
+}
+
+}  // namespace
+}  // namespace engram::lease
