@@ -137,7 +137,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
   return r;
 }
 
-Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv), watch_(kv) {}
+Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv), watch_(kv), lease_(kv) {}
 
 void Services::Register(grpc::ServerBuilder& b) {
   b.RegisterService(&kv_);

@@ -13,6 +13,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "server/lease_service.h"
 #include "server/watch_service.h"
 #include "src/kv/server.h"
 
@@ -76,7 +77,7 @@ class Services {
   MaintenanceService maintenance_;
   ClusterService cluster_;
   WatchService watch_;                              // server/watch_service.h
-  etcdserverpb::Lease::CallbackService lease_;      // UNIMPLEMENTED until leases land
+  LeaseService lease_;                              // server/lease_service.h
   etcdserverpb::Auth::CallbackService auth_;        // UNIMPLEMENTED until auth lands
 };
 

@@ -152,13 +152,13 @@ void CompareToPath(Reader& rd, const etcdserverpb::TxnRequest& t, std::vector<bo
 // need a previous kv or a lease, ranges at a future or compacted revision.
 template <class Reader>
 Status CheckTxnRequests(Reader& rd, const etcdserverpb::TxnRequest& t, const std::vector<bool>& path, size_t* pos,
-                        int64_t rev, int64_t compact_rev, bool is_write) {
+                        int64_t rev, int64_t compact_rev, bool is_write, const lease::Lessor* lessor) {
   bool ok = path[(*pos)++];
   const auto& ops = ok ? t.success() : t.failure();
   for (const auto& op : ops) {
     switch (op.request_case()) {
       case RequestOp::kRequestTxn:
-        ENGRAM_RETURN_IF_ERROR(CheckTxnRequests(rd, op.request_txn(), path, pos, rev, compact_rev, is_write));
+        ENGRAM_RETURN_IF_ERROR(CheckTxnRequests(rd, op.request_txn(), path, pos, rev, compact_rev, is_write, lessor));
         break;
       case RequestOp::kRequestPut: {
         if (!is_write) break;
@@ -168,7 +168,7 @@ Status CheckTxnRequests(Reader& rd, const etcdserverpb::TxnRequest& t, const std
           if (!rr.ok()) return errors::FromMvcc(rr.status());
           if (rr->kvs.empty()) return errors::KeyNotFound();
         }
-        if (p.lease() != 0) return errors::LeaseNotFound();  // no lease exists until the lessor lands
+        if (p.lease() != 0 && !(lessor && lessor->Exists(p.lease()))) return errors::LeaseNotFound();
         break;
       }
       case RequestOp::kRequestRange: {
@@ -217,9 +217,11 @@ Status ExecTxnOps(Ctx& ctx, const etcdserverpb::TxnRequest& t, const std::vector
   return Status::OK();
 }
 
-Status PutInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* resp) {
+Status PutInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* resp,
+                lease::Lessor* lessor) {
   std::string_view value = p.value();
   int64_t lease = p.lease();
+  if (lease != 0 && !(lessor && lessor->Exists(lease))) return errors::LeaseNotFound();
   std::optional<mvcc::KeyValue> prev;
   if (p.ignore_value() || p.ignore_lease()) {
     auto rr = txn.Range(p.key(), "", mvcc::RangeOptions{});
@@ -231,16 +233,18 @@ Status PutInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::PutRequest& p,
   }
   std::optional<mvcc::KeyValue> replaced;
   ENGRAM_RETURN_IF_ERROR(txn.Put(p.key(), value, lease, p.prev_kv() ? &replaced : nullptr));
+  if (lessor) lessor->Attach(p.key(), lease);  // 0 detaches it from any earlier lease
   if (p.prev_kv() && replaced) ToProto(std::move(*replaced), resp->mutable_prev_kv(), false);
   resp->mutable_header()->set_revision(txn.Rev());
   return Status::OK();
 }
 
 Status DeleteInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::DeleteRangeRequest& d,
-                   etcdserverpb::DeleteRangeResponse* resp) {
+                   etcdserverpb::DeleteRangeResponse* resp, lease::Lessor* lessor) {
   std::vector<mvcc::KeyValue> prev;
   auto n = txn.DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
   if (!n.ok()) return errors::FromMvcc(n.status());
+  if (lessor && *n > 0) lessor->DetachRange(d.key(), d.range_end());
   resp->set_deleted(*n);
   for (auto& kv : prev) ToProto(std::move(kv), resp->add_prev_kvs(), false);
   resp->mutable_header()->set_revision(txn.Rev());
@@ -250,12 +254,13 @@ Status DeleteInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::DeleteRange
 // Adapts a write txn to the Ctx shape ExecTxnOps wants.
 struct WriteCtx {
   mvcc::Store::Batch::Txn& txn;
+  lease::Lessor* lessor;
   Result<mvcc::RangeResult> Range(std::string_view k, std::string_view e, const mvcc::RangeOptions& o) {
     return txn.Range(k, e, o);
   }
-  Status Put(const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* r) { return PutInTxn(txn, p, r); }
+  Status Put(const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* r) { return PutInTxn(txn, p, r, lessor); }
   Status Delete(const etcdserverpb::DeleteRangeRequest& d, etcdserverpb::DeleteRangeResponse* r) {
-    return DeleteInTxn(txn, d, r);
+    return DeleteInTxn(txn, d, r, lessor);
   }
 };
 
@@ -283,36 +288,37 @@ Status ExecReadTxn(StoreView& view, const etcdserverpb::TxnRequest& t, etcdserve
   std::vector<bool> path;
   CompareToPath(ctx, t, &path);
   size_t pos = 0;
-  ENGRAM_RETURN_IF_ERROR(CheckTxnRequests(ctx, t, path, &pos, view.Rev(), view.CompactRev(), false));
+  ENGRAM_RETURN_IF_ERROR(CheckTxnRequests(ctx, t, path, &pos, view.Rev(), view.CompactRev(), false, nullptr));
   pos = 0;
   ENGRAM_RETURN_IF_ERROR(ExecTxnOps(ctx, t, path, &pos, resp));
   resp->mutable_header()->set_revision(view.Rev());
   return Status::OK();
 }
 
-Status ApplyPut(mvcc::Store::Batch& b, const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* resp) {
-  if (p.lease() != 0) return errors::LeaseNotFound();  // no lease exists until the lessor lands
+Status ApplyPut(mvcc::Store::Batch& b, const etcdserverpb::PutRequest& p, etcdserverpb::PutResponse* resp,
+                lease::Lessor* lessor) {
   auto txn = b.Begin();
-  Status s = PutInTxn(txn, p, resp);
+  Status s = PutInTxn(txn, p, resp, lessor);
   txn.End();
   return s;
 }
 
 Status ApplyDeleteRange(mvcc::Store::Batch& b, const etcdserverpb::DeleteRangeRequest& d,
-                        etcdserverpb::DeleteRangeResponse* resp) {
+                        etcdserverpb::DeleteRangeResponse* resp, lease::Lessor* lessor) {
   auto txn = b.Begin();
-  Status s = DeleteInTxn(txn, d, resp);
+  Status s = DeleteInTxn(txn, d, resp, lessor);
   txn.End();
   return s;
 }
 
-Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& t, etcdserverpb::TxnResponse* resp) {
+Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& t, etcdserverpb::TxnResponse* resp,
+                lease::Lessor* lessor) {
   auto txn = b.Begin();
-  WriteCtx ctx{txn};
+  WriteCtx ctx{txn, lessor};
   std::vector<bool> path;
   CompareToPath(ctx, t, &path);
   size_t pos = 0;
-  Status s = CheckTxnRequests(ctx, t, path, &pos, txn.Rev(), b.CompactRev(), true);
+  Status s = CheckTxnRequests(ctx, t, path, &pos, txn.Rev(), b.CompactRev(), true, lessor);
   if (s.ok()) {
     pos = 0;
     s = ExecTxnOps(ctx, t, path, &pos, resp);

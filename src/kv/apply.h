@@ -12,6 +12,7 @@
 
 #include "etcdserverpb/rpc.pb.h"
 #include "src/common/status.h"
+#include "src/lease/lessor.h"
 #include "src/mvcc/store.h"
 
 namespace engram::kv {
@@ -54,10 +55,15 @@ Status ExecReadTxn(StoreView& view, const etcdserverpb::TxnRequest& r, etcdserve
 // Applies one write request inside the apply batch. Returns the request's
 // outcome (an apply-time error such as "requested lease not found" is a value,
 // not a crash); response fields are filled only on success.
-Status ApplyPut(mvcc::Store::Batch& b, const etcdserverpb::PutRequest& r, etcdserverpb::PutResponse* resp);
+// lessor: the member's leases (puts attach keys, deletes detach them, a put
+// with an unknown lease fails with "requested lease not found"); may be null
+// (no lease exists).
+Status ApplyPut(mvcc::Store::Batch& b, const etcdserverpb::PutRequest& r, etcdserverpb::PutResponse* resp,
+                lease::Lessor* lessor = nullptr);
 Status ApplyDeleteRange(mvcc::Store::Batch& b, const etcdserverpb::DeleteRangeRequest& r,
-                        etcdserverpb::DeleteRangeResponse* resp);
-Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp);
+                        etcdserverpb::DeleteRangeResponse* resp, lease::Lessor* lessor = nullptr);
+Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& r, etcdserverpb::TxnResponse* resp,
+                lease::Lessor* lessor = nullptr);
 Status ApplyCompaction(mvcc::Store::Batch& b, const mvcc::Store& store, const etcdserverpb::CompactionRequest& r,
                        etcdserverpb::CompactionResponse* resp);
 

@@ -271,6 +271,7 @@ Status KvServer::Init() {
               {"wal-entries", static_cast<uint64_t>(rep.entries.size())}});
   }
   LoadMembers();
+  ENGRAM_RETURN_IF_ERROR(LoadLeases());
   {
     // Membership as persisted (the store's member list, written with every
     // applied conf change); a fresh member starts with itself, as the
@@ -406,6 +407,37 @@ void KvServer::CheckDisk() {
   }
 }
 
+Status KvServer::LoadLeases() {
+  // etcd's minimum lease TTL: 3/2 of the election timeout, in whole seconds
+  // rounded up (2 s with the defaults).
+  const int64_t min_ttl = static_cast<int64_t>((3 * static_cast<uint64_t>(opts_.election_ms) / 2 + 999) / 1000);
+  lessor_ = std::make_unique<lease::Lessor>(min_ttl, &lease_probe_);
+  for (const auto& [name, value] : store_->ScanMeta(internal::kLeaseMetaPrefix)) {
+    uint64_t id = 0;
+    if (value.size() != 8 || std::sscanf(name.c_str() + std::strlen(internal::kLeaseMetaPrefix), "%16lx", &id) != 1) {
+      return Status::Corruption("lease record " + name + " in " + opts_.member_dir +
+                                "/snap/db is damaged; restore the data dir from a backup");
+    }
+    int64_t granted = 0;
+    Status s = lessor_->Grant(static_cast<int64_t>(id), static_cast<int64_t>(DecodeBig64(value.data())),
+                              Clock::now(), &granted);
+    if (!s.ok()) return s;
+  }
+  if (lessor_->size() > 0) {
+    // Keys carry their lease in the store: attach them again.
+    auto scanned = store_->Scan(std::string(1, '\0'), std::string(1, '\0'), 0, [&](const mvcc::KeyValueRef& kv) {
+      if (kv.lease != 0 && lessor_->Exists(kv.lease)) lessor_->Attach(std::string(kv.key), kv.lease);
+      return true;
+    });
+    if (!scanned.ok()) return scanned.status();
+  }
+  // As etcd at start: every lease gets its full TTL again, so none expires
+  // en masse at boot.
+  lessor_->Promote(Clock::now() + std::chrono::milliseconds(opts_.election_ms));  // etcd adds the election timeout
+  if (lessor_->size() > 0) LOG_INFO("restored leases", {{"count", static_cast<uint64_t>(lessor_->size())}});
+  return Status::OK();
+}
+
 void KvServer::LoadMembers() {
   std::lock_guard<std::mutex> lk(members_mu_);
   if (auto m = store_->GetMeta("members")) members_ = DecodeMembers(*m);
@@ -422,6 +454,60 @@ void KvServer::ProposeRequest(InternalRequest::RequestCase kind, int field, cons
   p.resp = resp;
   p.done = std::move(done);
   Propose(std::move(p));
+}
+
+void KvServer::LeaseGrant(const etcdserverpb::LeaseGrantRequest* req, etcdserverpb::LeaseGrantResponse* resp,
+                          Done done) {
+  // etcd's quotaLeaseServer: a grant costs a little space.
+  if (!QuotaAvailable(kQuotaLeaseOverhead)) return RaiseNoSpace(std::move(done));
+  if (req->ttl() > lease::kMaxLeaseTTL) return done(lease::LeaseTTLTooLarge());
+  auto owned = std::make_shared<etcdserverpb::LeaseGrantRequest>(*req);
+  while (owned->id() == 0) owned->set_id(static_cast<int64_t>(ids_->Next() & ((1ull << 63) - 1)));
+  ProposeRequest(InternalRequest::kLeaseGrant, InternalRequest::kLeaseGrantFieldNumber, owned.get(), resp,
+                 [owned, done = std::move(done)](const Status& s) { done(s); });
+}
+
+void KvServer::LeaseRevoke(const etcdserverpb::LeaseRevokeRequest* req, etcdserverpb::LeaseRevokeResponse* resp,
+                           Done done) {
+  ProposeRequest(InternalRequest::kLeaseRevoke, InternalRequest::kLeaseRevokeFieldNumber, req, resp, std::move(done));
+}
+
+void KvServer::RevokeExpiredLeases() {
+  // Only the leader revokes, and only through raft (never a local delete),
+  // at most 1000 per second as etcd (100 per 100 ms timeout-thread pass).
+  if (leader_.load() != member_id_ || stopping_.load()) return;
+  for (int64_t id : lessor_->Expired(Clock::now(), 100)) {
+    auto req = std::make_shared<etcdserverpb::LeaseRevokeRequest>();
+    req->set_id(id);
+    auto resp = std::make_shared<etcdserverpb::LeaseRevokeResponse>();
+    ProposeRequest(InternalRequest::kLeaseRevoke, InternalRequest::kLeaseRevokeFieldNumber, req.get(), resp.get(),
+                   [this, req, resp, id](const Status& s) {
+                     // Not proposed or not applied in time: offer it again.
+                     if (!s.ok() && s.code() != Code::kNotFound) lessor_->Unmark(id);
+                   });
+  }
+}
+
+Result<int64_t> KvServer::LeaseRenew(int64_t id) {
+  if (stopping_.load()) return errors::Stopped();
+  return lessor_->Renew(id, Clock::now());
+}
+
+void KvServer::LeaseTimeToLive(const etcdserverpb::LeaseTimeToLiveRequest& req,
+                               etcdserverpb::LeaseTimeToLiveResponse* resp) {
+  resp->set_id(req.id());
+  auto info = lessor_->TimeToLive(req.id(), Clock::now(), req.keys());
+  if (!info.ok()) {
+    resp->set_ttl(-1);  // etcd: an unknown (or revoked) lease
+    return;
+  }
+  resp->set_ttl(info->remaining_ttl);
+  resp->set_grantedttl(info->granted_ttl);
+  for (auto& k : info->keys) resp->add_keys(std::move(k));
+}
+
+void KvServer::LeaseLeases(etcdserverpb::LeaseLeasesResponse* resp) {
+  for (int64_t id : lessor_->Leases()) resp->add_leases()->set_id(id);
 }
 
 void KvServer::PutWithIdForTesting(uint64_t id, const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp,

@@ -64,6 +64,7 @@
 #include "src/kv/compactor.h"
 #include "src/kv/id_gen.h"
 #include "src/kv/wait.h"
+#include "src/lease/lessor.h"
 #include "src/kv/watch.h"
 #include "src/mvcc/store.h"
 #include "src/raft/raw_node.h"
@@ -306,6 +307,20 @@ class KvServer {
   // Raft's membership as loaded at start (from the persisted member list).
   raft::ConfState conf_state() const { return storage_->conf_state(); }
 
+  // ---- leases (src/lease; etcd's Lease service) ----
+  // Grant and Revoke go through raft; the ID is chosen here when the client
+  // leaves it 0. Revoke deletes every attached key in one revision.
+  void LeaseGrant(const etcdserverpb::LeaseGrantRequest* req, etcdserverpb::LeaseGrantResponse* resp, Done done);
+  void LeaseRevoke(const etcdserverpb::LeaseRevokeRequest* req, etcdserverpb::LeaseRevokeResponse* resp, Done done);
+  // Keepalive (local to this member, the leader): the lease's TTL, or
+  // "requested lease not found".
+  Result<int64_t> LeaseRenew(int64_t id);
+  // TimeToLive: an unknown lease answers TTL -1, as etcd.
+  void LeaseTimeToLive(const etcdserverpb::LeaseTimeToLiveRequest& req, etcdserverpb::LeaseTimeToLiveResponse* resp);
+  void LeaseLeases(etcdserverpb::LeaseLeasesResponse* resp);
+  lease::LeaseProbe& lease_probe() { return lease_probe_; }
+  const lease::Lessor& lessor() const { return *lessor_; }
+
   // Tests: proposes a Put under a caller-chosen proposal id (production ids
   // collide only by accident; the apply path must cope).
   void PutWithIdForTesting(uint64_t id, const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp,
@@ -379,8 +394,12 @@ class KvServer {
   mvcc::MvccProbe mvcc_probe_;
   raft::RaftProbe raft_probe_;
   WatchProbe watch_probe_;
+  lease::LeaseProbe lease_probe_;
 
   std::unique_ptr<mvcc::Store> store_;
+  std::unique_ptr<lease::Lessor> lessor_;  // replicated lease state: apply thread writes (lessor.h)
+  Status LoadLeases();                      // Init: leases from the store, keys attached, TTLs promoted
+  void RevokeExpiredLeases();               // timeout thread: propose revokes (etcd: 1000/s at most)
   std::unique_ptr<wal::Wal> wal_;                    // raft thread only (after Init)
   std::unique_ptr<raft::MemoryStorage> storage_;
   std::unique_ptr<raft::RawNode> node_;              // raft thread only (after Init)

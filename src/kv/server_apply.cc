@@ -6,6 +6,7 @@
 #include <chrono>
 #include <optional>
 
+#include "src/common/coding.h"
 #include "src/common/crc32c.h"
 #include "src/common/failpoint.h"
 #include "src/common/log.h"
@@ -107,6 +108,7 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
   const std::vector<AlarmInfo> alarms_before = alarms_.Snapshot();
   for (int attempt = 0;; attempt++) {
     batch = store_->BeginBatch();
+    lessor_->BeginBatch();  // its changes are undone if the batch does not commit
     // Watchers get the batch's changes after it commits (watch.h).
     record_events = watch_->HasWatchers();
     batch->RecordEvents(record_events);
@@ -134,8 +136,12 @@ void KvServer::ApplyEntries(std::vector<raft::Entry>& entries) {
     if (FAILPOINT("apply-before-commit")) ENGRAM_PANIC("failpoint apply-before-commit");
     Status cs = batch->Commit(last);
     map_full_retry_ = false;
-    if (cs.ok()) break;
+    if (cs.ok()) {
+      lessor_->EndBatch();
+      break;
+    }
     alarms_.Restore(alarms_before);
+    lessor_->Rollback();
     if (cs.code() == Code::kResourceExhausted && attempt == 0) {
       // The LMDB map is full (the file reached its map size). As etcd's
       // quota: raise NOSPACE and apply the batch again, now refusing what
@@ -236,19 +242,53 @@ Status KvServer::ApplyInternal(mvcc::Store::Batch& b, const InternalRequest& ir,
     }
     case InternalRequest::kPut: {
       etcdserverpb::PutResponse r;
-      return ApplyPut(b, ir.put(), RespOr(resp, &r));
+      return ApplyPut(b, ir.put(), RespOr(resp, &r), lessor_.get());
     }
     case InternalRequest::kDeleteRange: {
       etcdserverpb::DeleteRangeResponse r;
-      return ApplyDeleteRange(b, ir.delete_range(), RespOr(resp, &r));
+      return ApplyDeleteRange(b, ir.delete_range(), RespOr(resp, &r), lessor_.get());
     }
     case InternalRequest::kTxn: {
       etcdserverpb::TxnResponse r;
-      return ApplyTxn(b, ir.txn(), RespOr(resp, &r));
+      return ApplyTxn(b, ir.txn(), RespOr(resp, &r), lessor_.get());
     }
     case InternalRequest::kCompaction: {
       etcdserverpb::CompactionResponse r;
       return ApplyCompaction(b, *store_, ir.compaction(), RespOr(resp, &r));
+    }
+    case InternalRequest::kLeaseGrant: {
+      etcdserverpb::LeaseGrantResponse r;
+      auto* out = RespOr(resp, &r);
+      int64_t granted = 0;
+      ENGRAM_RETURN_IF_ERROR(lessor_->Grant(ir.lease_grant().id(), ir.lease_grant().ttl(), Clock::now(), &granted));
+      char ttl[8];
+      EncodeBig64(ttl, static_cast<uint64_t>(granted));
+      b.PutMeta(internal::LeaseMetaKey(ir.lease_grant().id()), std::string_view(ttl, sizeof ttl));
+      out->set_id(ir.lease_grant().id());
+      out->set_ttl(granted);
+      out->mutable_header()->set_revision(b.Rev());
+      return Status::OK();
+    }
+    case InternalRequest::kLeaseRevoke: {
+      // etcd: every attached key deleted in one write txn (one revision,
+      // sorted key order), with the lease record, in the same commit.
+      etcdserverpb::LeaseRevokeResponse r;
+      auto* out = RespOr(resp, &r);
+      std::vector<std::string> keys;
+      ENGRAM_RETURN_IF_ERROR(lessor_->Revoke(ir.lease_revoke().id(), &keys));
+      int64_t rev;
+      {
+        auto txn = b.Begin();
+        for (const auto& k : keys) {
+          auto n = txn.DeleteRange(k, "", nullptr);
+          if (!n.ok()) return errors::FromMvcc(n.status());  // the batch is failed: Commit reports it
+        }
+        txn.End();
+        rev = txn.Rev();
+      }
+      b.DeleteMeta(internal::LeaseMetaKey(ir.lease_revoke().id()));
+      out->mutable_header()->set_revision(rev);
+      return Status::OK();
     }
     case InternalRequest::kPublish: {
       std::lock_guard<std::mutex> lk(members_mu_);

@@ -13,6 +13,15 @@
 
 namespace engram::kv::internal {
 
+// Meta names of lease records: "lease/" + the ID in 16 hex digits
+// (src/mvcc/FORMAT.md); the value is the granted TTL, 8 bytes big-endian.
+inline constexpr const char* kLeaseMetaPrefix = "lease/";
+inline std::string LeaseMetaKey(int64_t id) {
+  char b[32];
+  std::snprintf(b, sizeof b, "lease/%016lx", static_cast<unsigned long>(id));
+  return b;
+}
+
 // etcd's way of printing ids in logs: lower-case hex, no padding.
 inline std::string Hex(uint64_t v) {
   char b[17];

@@ -131,18 +131,22 @@ Result<LeaseInfo> Lessor::TimeToLive(int64_t id, Clock::time_point now, bool wit
   LeaseInfo info;
   info.id = id;
   info.granted_ttl = it->second.ttl;
-  const double left = std::chrono::duration<double>(it->second.expiry - now).count();
-  info.remaining_ttl = left <= 0 ? 0 : static_cast<int64_t>(std::ceil(left));
+  // etcd truncates toward zero: 0 in the last second and while the revoke
+  // is on its way, negative if it is late.
+  info.remaining_ttl = static_cast<int64_t>(std::chrono::duration<double>(it->second.expiry - now).count());
   if (with_keys) info.keys.assign(it->second.keys.begin(), it->second.keys.end());
   return info;
 }
 
 std::vector<int64_t> Lessor::Leases() const {
   std::lock_guard<std::mutex> lk(mu_);
+  std::vector<std::pair<Clock::time_point, int64_t>> by_expiry;
+  by_expiry.reserve(leases_.size());
+  for (const auto& [id, l] : leases_) by_expiry.emplace_back(l.expiry, id);
+  std::sort(by_expiry.begin(), by_expiry.end());  // etcd lists the soonest to expire first
   std::vector<int64_t> ids;
-  ids.reserve(leases_.size());
-  for (const auto& [id, l] : leases_) ids.push_back(id);
-  std::sort(ids.begin(), ids.end());
+  ids.reserve(by_expiry.size());
+  for (const auto& [t, id] : by_expiry) ids.push_back(id);
   return ids;
 }
 

@@ -60,7 +60,7 @@ struct LeaseProbe {
 struct LeaseInfo {
   int64_t id = 0;
   int64_t granted_ttl = 0;    // seconds
-  int64_t remaining_ttl = 0;  // seconds, rounded up; 0 when expired
+  int64_t remaining_ttl = 0;  // seconds, truncated toward zero (etcd); <= 0 once expired
   std::vector<std::string> keys;  // sorted
 };
 
@@ -94,7 +94,7 @@ class Lessor {
   // granted TTL. Error: LeaseNotFound.
   Result<int64_t> Renew(int64_t id, Clock::time_point now);
   Result<LeaseInfo> TimeToLive(int64_t id, Clock::time_point now, bool with_keys) const;
-  std::vector<int64_t> Leases() const;  // ascending
+  std::vector<int64_t> Leases() const;  // the soonest to expire first (etcd's order)
   // Up to limit leases whose expiry is at or before now and that are not
   // already marked; marks them (their revoke is being proposed).
   std::vector<int64_t> Expired(Clock::time_point now, size_t limit);

@@ -74,7 +74,7 @@ TEST(Lessor, ExpiryIsListedOnceAndRenewAndPromoteExtend) {
   ASSERT_TRUE(l.Grant(3, 10, T0, &g).ok());
   EXPECT_TRUE(l.Expired(T0 + seconds(4), 10).empty());
   auto r = l.TimeToLive(1, T0 + std::chrono::milliseconds(1500), false);
-  EXPECT_EQ(4, r->remaining_ttl);  // 3.5 s left, rounded up
+  EXPECT_EQ(3, r->remaining_ttl);  // 3.5 s left, truncated as etcd
   EXPECT_EQ(5, r->granted_ttl);
   EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(5), 10));
   EXPECT_TRUE(l.Expired(T0 + seconds(6), 10).empty()) << "a marked lease is listed once";
@@ -88,7 +88,7 @@ TEST(Lessor, ExpiryIsListedOnceAndRenewAndPromoteExtend) {
   auto due = l.Expired(T0 + seconds(12), 1);
   EXPECT_EQ((std::vector<int64_t>{3}), due);
   EXPECT_EQ((std::vector<int64_t>{2}), l.Expired(T0 + seconds(18), 5));
-  EXPECT_EQ(0, l.TimeToLive(2, T0 + seconds(30), false)->remaining_ttl);
+  EXPECT_EQ(-12, l.TimeToLive(2, T0 + seconds(30), false)->remaining_ttl);  // late revoke: negative, as etcd
   // Promotion (a restart): every lease gets its full TTL from now.
   l.Promote(T0 + seconds(100));
   EXPECT_TRUE(l.Expired(T0 + seconds(104), 10).empty());

@@ -518,6 +518,28 @@ std::optional<std::string> Store::GetMeta(std::string_view name) const {
   return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
 }
 
+std::vector<std::pair<std::string, std::string>> Store::ScanMeta(std::string_view prefix) const {
+  std::vector<std::pair<std::string, std::string>> out;
+  ReadTxn txn(this);
+  Status st = txn.Acquire();
+  if (!st.ok()) {
+    LOG_ERROR("mvcc: cannot read meta", {{"prefix", prefix}, {"error", st.message()}});
+    return out;
+  }
+  MDB_cursor* c = nullptr;
+  if (mdb_cursor_open(txn.get(), meta_dbi_, &c) != 0) return out;
+  MDB_val k = Val(prefix), v;
+  int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+  while (rc == 0) {
+    std::string_view key(static_cast<const char*>(k.mv_data), k.mv_size);
+    if (key.substr(0, prefix.size()) != prefix) break;
+    out.emplace_back(std::string(key), std::string(static_cast<const char*>(v.mv_data), v.mv_size));
+    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+  }
+  mdb_cursor_close(c);
+  return out;
+}
+
 void Store::UpdateSizeGauges(const SizeInfo& s) const {
   probe_->db_total_size_bytes.Set(s.total_bytes);
   probe_->db_total_size_in_use_bytes.Set(s.in_use_bytes);

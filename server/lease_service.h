@@ -1,0 +1,34 @@
+// etcd's Lease service (gRPC callback API) on top of KvServer's leases
+// (src/lease). Grant and Revoke go through raft; KeepAlive is a bidi stream
+// that answers each request in order with the lease's TTL (0 for an unknown
+// lease, and the stream goes on), ending OK when the client half-closes and
+// CANCELLED when it goes away; TimeToLive and Leases read the lessor.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "src/kv/server.h"
+
+namespace engram::server {
+
+class LeaseService final : public etcdserverpb::Lease::CallbackService {
+ public:
+  explicit LeaseService(kv::KvServer* kv) : kv_(kv) {}
+  grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* ctx, const etcdserverpb::LeaseGrantRequest* req,
+                                       etcdserverpb::LeaseGrantResponse* resp) override;
+  grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* ctx, const etcdserverpb::LeaseRevokeRequest* req,
+                                        etcdserverpb::LeaseRevokeResponse* resp) override;
+  grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>* LeaseKeepAlive(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* ctx,
+                                            const etcdserverpb::LeaseTimeToLiveRequest* req,
+                                            etcdserverpb::LeaseTimeToLiveResponse* resp) override;
+  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* ctx, const etcdserverpb::LeaseLeasesRequest* req,
+                                        etcdserverpb::LeaseLeasesResponse* resp) override;
+
+ private:
+  kv::KvServer* kv_;
+};
+
+}  // namespace engram::server
