@@ -215,6 +215,14 @@ void CollectDiskAndMvcc(Families& f, kv::KvServer* kv) {
   f.Gauge("etcd_debugging_mvcc_watcher_total", "Watchers.", D(wp.watcher_total.Value()));
   f.Gauge("etcd_debugging_mvcc_slow_watcher_total", "Unsynced watchers (behind the current revision).",
           D(wp.slow_watcher_total.Value()));
+  lease::LeaseProbe& lp = kv->lease_probe();
+  f.Counter("etcd_debugging_lease_granted_total", "Leases granted (applied).", D(lp.granted.Value()));
+  f.Counter("etcd_debugging_lease_revoked_total", "Leases revoked (applied).", D(lp.revoked.Value()));
+  f.Counter("etcd_debugging_lease_renewed_total", "Keep-alive renewals handled by this member.",
+            D(lp.renewed.Value()));
+  f.Counter("etcd_debugging_server_lease_expired_total", "Leases revoked because they expired.",
+            D(lp.expired.Value()));
+  f.Histo("etcd_debugging_lease_ttl_total", "TTL of each lease at grant, in seconds.", lp.ttl_seconds);
   f.Counter("etcd_debugging_mvcc_events_total", "Watch events handed to streams for sending.",
             D(wp.events_total.Value()));
   f.Gauge("etcd_debugging_mvcc_pending_events_total", "Watch events queued and not yet taken by a stream.",

@@ -365,6 +365,11 @@ TEST_F(ExporterTest, FamiliesTypesAndLabels) {
       {"etcd_debugging_mvcc_watcher_total", "gauge", {}},
       {"etcd_debugging_mvcc_slow_watcher_total", "gauge", {}},
       {"etcd_debugging_mvcc_events_total", "counter", {}},
+      {"etcd_debugging_lease_granted_total", "counter", {}},
+      {"etcd_debugging_lease_revoked_total", "counter", {}},
+      {"etcd_debugging_lease_renewed_total", "counter", {}},
+      {"etcd_debugging_server_lease_expired_total", "counter", {}},
+      {"etcd_debugging_lease_ttl_total", "histogram", {}},
       {"etcd_debugging_mvcc_pending_events_total", "gauge", {}},
       {"etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds", "histogram", {}},
       {"etcd_debugging_mvcc_db_compaction_pause_duration_milliseconds", "histogram", {}},
@@ -409,8 +414,9 @@ TEST_F(ExporterTest, FamiliesTypesAndLabels) {
     EXPECT_EQ(p.type[w.name], w.type) << w.name;
     EXPECT_EQ(p.label_names[w.name], w.labels) << w.name;
   }
-  // Several etcd *_total families are gauges (reference §1.0); every other
-  // _total here is a counter.
+  // Several etcd *_total families are gauges (reference §1.0), and
+  // etcd_debugging_lease_ttl_total is a histogram; every other _total here is
+  // a counter.
   const S gauge_totals = {"etcd_server_proposals_committed_total", "etcd_server_proposals_applied_total",
                           "etcd_disk_wal_write_bytes_total", "etcd_server_snapshot_apply_in_progress_total",
                           "etcd_debugging_mvcc_keys_total", "etcd_debugging_mvcc_watch_stream_total",
@@ -418,6 +424,10 @@ TEST_F(ExporterTest, FamiliesTypesAndLabels) {
                           "etcd_debugging_mvcc_pending_events_total"};
   for (const auto& [name, type] : p.type) {
     if (name.size() < 6 || name.compare(name.size() - 6, 6, "_total") != 0) continue;
+    if (name == "etcd_debugging_lease_ttl_total") {
+      EXPECT_EQ("histogram", type);
+      continue;
+    }
     EXPECT_EQ(type, gauge_totals.count(name) ? "gauge" : "counter") << name;
   }
 

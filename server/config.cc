@@ -283,8 +283,11 @@ const std::vector<Flag>& Flags() {
       {"corrupt-check-time", Kind::kDuration, "0s", A, "Duration between cluster corruption checks (needs peers).", nullptr},
       {"experimental-compact-hash-check-enabled", Kind::kBool, "false", A, "Leader compaction-hash checks (needs peers).", nullptr},
       {"experimental-compact-hash-check-time", Kind::kDuration, "1m", A, "Leader compaction-hash check period.", nullptr},
-      {"experimental-enable-lease-checkpoint", Kind::kBool, "false", A, "Lease checkpointing (leases come in a later release).", nullptr},
-      {"experimental-enable-lease-checkpoint-persist", Kind::kBool, "false", A, "Lease checkpoint persistence.", nullptr},
+      {"experimental-enable-lease-checkpoint", Kind::kBool, "false", U,
+       "Lease checkpointing of the remaining TTL (not yet: a restart gives every lease its full TTL, as etcd without it).",
+       nullptr},
+      {"experimental-enable-lease-checkpoint-persist", Kind::kBool, "false", U, "Lease checkpoint persistence (not yet).",
+       nullptr},
       {"experimental-compaction-batch-limit", Kind::kUint, "1000", I,
        "Sets the maximum revisions deleted in each compaction batch (one LMDB write transaction; writes are applied "
        "between batches).",

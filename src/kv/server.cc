@@ -482,6 +482,7 @@ void KvServer::RevokeExpiredLeases() {
     auto resp = std::make_shared<etcdserverpb::LeaseRevokeResponse>();
     ProposeRequest(InternalRequest::kLeaseRevoke, InternalRequest::kLeaseRevokeFieldNumber, req.get(), resp.get(),
                    [this, req, resp, id](const Status& s) {
+                     if (s.ok()) lease_probe_.expired.Inc();  // etcd counts successful expiry revokes
                      // Not proposed or not applied in time: offer it again.
                      if (!s.ok() && s.code() != Code::kNotFound) lessor_->Unmark(id);
                    });

@@ -53,8 +53,8 @@ struct LeaseProbe {
   Counter granted;   // etcd_debugging_lease_granted_total
   Counter revoked;   // etcd_debugging_lease_revoked_total
   Counter renewed;   // etcd_debugging_lease_renewed_total
-  Counter expired;   // etcd_server_lease_expired_total (revokes proposed for expiry)
-  Histogram ttl_seconds{Histogram::Exponential(1, 2, 14)};  // etcd_debugging_lease_ttl_total
+  Counter expired;   // etcd_debugging_server_lease_expired_total: expiry revokes that succeeded (the server counts)
+  Histogram ttl_seconds{Histogram::Exponential(1, 2, 24)};  // etcd_debugging_lease_ttl_total (B10)
 };
 
 struct LeaseInfo {
