@@ -68,6 +68,7 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
       FinishLocked(grpc::Status::OK);
       return;
     }
+    if (finished_ || finish_) return;  // cancelled meanwhile
     resp_.Clear();
     kv_->FillHeader(resp_.mutable_header());  // the revision before the renew, as etcd
     resp_.set_id(req_.id());

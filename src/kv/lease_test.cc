@@ -144,6 +144,35 @@ TEST_F(LeaseTest, RevokeDeletesEveryAttachedKeyInOneRevisionAndWatchersSeeIt) {
   EXPECT_EQ(-1, TTL(*id).ttl());  // etcd: an unknown lease has TTL -1
 }
 
+// A key deleted (by DeleteRange) leaves its lease: re-created without one,
+// the revoke does not touch it; ignore_lease keeps the attachment.
+TEST_F(LeaseTest, DeletedRecreatedAndIgnoreLeaseKeys) {
+  auto id = Grant(60);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(Put("d/1", *id).ok());
+  ASSERT_TRUE(Put("d/2", *id).ok());
+  etcdserverpb::DeleteRangeRequest del;
+  del.set_key("d/1");
+  etcdserverpb::DeleteRangeResponse dresp;
+  Waitable w;
+  s_->DeleteRange(&del, &dresp, w.Fn());
+  ASSERT_TRUE(w.Wait().ok());
+  ASSERT_TRUE(Put("d/1", 0).ok());
+  etcdserverpb::PutRequest keep;
+  keep.set_key("d/2");
+  keep.set_value("new");
+  keep.set_ignore_lease(true);
+  etcdserverpb::PutResponse kresp;
+  Waitable kw;
+  s_->Put(&keep, &kresp, kw.Fn());
+  ASSERT_TRUE(kw.Wait().ok());
+  auto ttl = TTL(*id);
+  ASSERT_EQ(1, ttl.keys_size());
+  EXPECT_EQ("d/2", ttl.keys(0));
+  ASSERT_TRUE(Revoke(*id).ok());
+  EXPECT_EQ(1, Count("d/"));  // d/1 (re-created without a lease) survives
+}
+
 TEST_F(LeaseTest, EtcdErrors) {
   auto st = Put("k", 12345);
   EXPECT_EQ(Code::kNotFound, st.code());
@@ -186,6 +215,10 @@ TEST_F(LeaseTest, ExpiredLeasesAreRevokedThroughRaft) {
   }
   EXPECT_EQ(0, Count("e/")) << "the lease did not expire";
   EXPECT_EQ(rev + 1, s_->GetStatus().revision) << "both keys in one revision";
+  // Counted when the revoke's completion runs, just after the commit.
+  while (s_->lease_probe().expired.Value() == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   EXPECT_EQ(1, s_->lease_probe().expired.Value());
   EXPECT_EQ(1, s_->lease_probe().revoked.Value());
   EXPECT_EQ(-1, TTL(*id).ttl());

@@ -410,18 +410,20 @@ void KvServer::CheckDisk() {
 Status KvServer::LoadLeases() {
   // etcd's minimum lease TTL: 3/2 of the election timeout, in whole seconds
   // rounded up (2 s with the defaults).
-  const int64_t min_ttl = static_cast<int64_t>((3 * static_cast<uint64_t>(opts_.election_ms) / 2 + 999) / 1000);
+  // (etcd counts in ticks: (3 x election ticks / 2) heartbeats, integer divisions.)
+  const uint64_t hb = std::max<uint64_t>(1, opts_.heartbeat_ms);
+  const uint64_t ticks = std::max<uint64_t>(1, opts_.election_ms / hb);
+  const int64_t min_ttl = static_cast<int64_t>(((3 * ticks / 2) * hb + 999) / 1000);
   lessor_ = std::make_unique<lease::Lessor>(min_ttl, &lease_probe_);
-  for (const auto& [name, value] : store_->ScanMeta(internal::kLeaseMetaPrefix)) {
+  auto records = store_->ScanMeta(internal::kLeaseMetaPrefix);
+  if (!records.ok()) return records.status();
+  for (const auto& [name, value] : *records) {
     uint64_t id = 0;
     if (value.size() != 8 || std::sscanf(name.c_str() + std::strlen(internal::kLeaseMetaPrefix), "%16lx", &id) != 1) {
       return Status::Corruption("lease record " + name + " in " + opts_.member_dir +
                                 "/snap/db is damaged; restore the data dir from a backup");
     }
-    int64_t granted = 0;
-    Status s = lessor_->Grant(static_cast<int64_t>(id), static_cast<int64_t>(DecodeBig64(value.data())),
-                              Clock::now(), &granted);
-    if (!s.ok()) return s;
+    lessor_->Restore(static_cast<int64_t>(id), static_cast<int64_t>(DecodeBig64(value.data())), Clock::now());
   }
   if (lessor_->size() > 0) {
     // Keys carry their lease in the store: attach them again.
@@ -476,6 +478,7 @@ void KvServer::RevokeExpiredLeases() {
   // Only the leader revokes, and only through raft (never a local delete),
   // at most 1000 per second as etcd (100 per 100 ms timeout-thread pass).
   if (leader_.load() != member_id_ || stopping_.load()) return;
+  if (alarms_.Corrupt()) return;  // every revoke would be refused (AlarmGate)
   for (int64_t id : lessor_->Expired(Clock::now(), 100)) {
     auto req = std::make_shared<etcdserverpb::LeaseRevokeRequest>();
     req->set_id(id);
@@ -484,7 +487,7 @@ void KvServer::RevokeExpiredLeases() {
                    [this, req, resp, id](const Status& s) {
                      if (s.ok()) lease_probe_.expired.Inc();  // etcd counts successful expiry revokes
                      // Not proposed or not applied in time: offer it again.
-                     if (!s.ok() && s.code() != Code::kNotFound) lessor_->Unmark(id);
+                     if (!s.ok() && s.code() != Code::kNotFound) lessor_->Unmark(id, Clock::now() + request_timeout_);
                    });
   }
 }

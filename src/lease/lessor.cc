@@ -119,6 +119,10 @@ Result<int64_t> Lessor::Renew(int64_t id, Clock::time_point now) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = leases_.find(id);
   if (it == leases_.end()) return LeaseNotFound();
+  // An expired lease is never brought back: its revoke is (or will be) on
+  // its way, and the keepalive answers TTL 0 (etcd waits for the revoke,
+  // then answers 0).
+  if (it->second.revoking || it->second.expiry <= now) return LeaseNotFound();
   it->second.expiry = now + std::chrono::seconds(it->second.ttl);
   probe_->renewed.Inc();
   return it->second.ttl;
@@ -154,7 +158,7 @@ std::vector<int64_t> Lessor::Expired(Clock::time_point now, size_t limit) {
   std::lock_guard<std::mutex> lk(mu_);
   std::vector<std::pair<Clock::time_point, int64_t>> due;
   for (const auto& [id, l] : leases_)
-    if (!l.revoking && l.expiry <= now) due.emplace_back(l.expiry, id);
+    if (!l.revoking && l.expiry <= now && l.retry_at <= now) due.emplace_back(l.expiry, id);
   std::sort(due.begin(), due.end());  // the longest expired first
   if (due.size() > limit) due.resize(limit);
   std::vector<int64_t> out;
@@ -166,10 +170,20 @@ std::vector<int64_t> Lessor::Expired(Clock::time_point now, size_t limit) {
   return out;
 }
 
-void Lessor::Unmark(int64_t id) {
+void Lessor::Unmark(int64_t id, Clock::time_point retry_at) {
   std::lock_guard<std::mutex> lk(mu_);
   auto it = leases_.find(id);
-  if (it != leases_.end()) it->second.revoking = false;
+  if (it == leases_.end()) return;
+  it->second.revoking = false;
+  it->second.retry_at = retry_at;
+}
+
+void Lessor::Restore(int64_t id, int64_t ttl, Clock::time_point now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  Lease l;
+  l.ttl = ttl;
+  l.expiry = now + std::chrono::seconds(ttl);
+  leases_[id] = std::move(l);
 }
 
 void Lessor::Promote(Clock::time_point now) {

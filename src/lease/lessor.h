@@ -98,8 +98,11 @@ class Lessor {
   // Up to limit leases whose expiry is at or before now and that are not
   // already marked; marks them (their revoke is being proposed).
   std::vector<int64_t> Expired(Clock::time_point now, size_t limit);
-  // The revoke proposal of a marked lease failed: it may be listed again.
-  void Unmark(int64_t id);
+  // The revoke proposal of a marked lease failed: it may be listed again
+  // from retry_at on (etcd retries after the request timeout).
+  void Unmark(int64_t id, Clock::time_point retry_at);
+  // A lease loaded from the store at start (no metrics counted).
+  void Restore(int64_t id, int64_t ttl, Clock::time_point now);
   // Every lease expires its full TTL after now (start, promotion).
   void Promote(Clock::time_point now);
   int64_t min_ttl() const { return min_ttl_; }
@@ -111,6 +114,7 @@ class Lessor {
     Clock::time_point expiry;
     std::set<std::string> keys;
     bool revoking = false;  // listed by Expired, revoke in flight
+    Clock::time_point retry_at;  // not listed again before this (a failed revoke)
   };
   void AttachLocked(const std::string& key, int64_t id);
 

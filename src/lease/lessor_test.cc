@@ -78,8 +78,11 @@ TEST(Lessor, ExpiryIsListedOnceAndRenewAndPromoteExtend) {
   EXPECT_EQ(5, r->granted_ttl);
   EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(5), 10));
   EXPECT_TRUE(l.Expired(T0 + seconds(6), 10).empty()) << "a marked lease is listed once";
-  l.Unmark(1);  // its revoke proposal failed
-  EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(6), 10));
+  l.Unmark(1, T0 + seconds(7));  // its revoke proposal failed: retried after a while
+  EXPECT_TRUE(l.Expired(T0 + seconds(6), 10).empty());
+  EXPECT_EQ((std::vector<int64_t>{1}), l.Expired(T0 + seconds(7), 10));
+  // An expired (or being revoked) lease is not renewed back to life.
+  EXPECT_EQ(Code::kNotFound, l.Renew(1, T0 + seconds(7)).status().code());
   // Renew pushes the expiry to now + TTL.
   auto rn = l.Renew(2, T0 + seconds(8));
   ASSERT_TRUE(rn.ok());

@@ -518,16 +518,12 @@ std::optional<std::string> Store::GetMeta(std::string_view name) const {
   return std::string(static_cast<const char*>(v.mv_data), v.mv_size);
 }
 
-std::vector<std::pair<std::string, std::string>> Store::ScanMeta(std::string_view prefix) const {
+Result<std::vector<std::pair<std::string, std::string>>> Store::ScanMeta(std::string_view prefix) const {
   std::vector<std::pair<std::string, std::string>> out;
   ReadTxn txn(this);
-  Status st = txn.Acquire();
-  if (!st.ok()) {
-    LOG_ERROR("mvcc: cannot read meta", {{"prefix", prefix}, {"error", st.message()}});
-    return out;
-  }
+  ENGRAM_RETURN_IF_ERROR(txn.Acquire());
   MDB_cursor* c = nullptr;
-  if (mdb_cursor_open(txn.get(), meta_dbi_, &c) != 0) return out;
+  if (int rc = mdb_cursor_open(txn.get(), meta_dbi_, &c); rc != 0) return MdbError("open meta cursor", rc);
   MDB_val k = Val(prefix), v;
   int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
   while (rc == 0) {
@@ -537,6 +533,7 @@ std::vector<std::pair<std::string, std::string>> Store::ScanMeta(std::string_vie
     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
   }
   mdb_cursor_close(c);
+  if (rc != 0 && rc != MDB_NOTFOUND) return MdbError("scan meta", rc);
   return out;
 }
 

@@ -191,7 +191,7 @@ class Store {
   // Last committed value of a meta name ("mvcc.*" names are readable too).
   std::optional<std::string> GetMeta(std::string_view name) const;
   // Every meta value whose name starts with prefix, in name order.
-  std::vector<std::pair<std::string, std::string>> ScanMeta(std::string_view prefix) const;
+  Result<std::vector<std::pair<std::string, std::string>>> ScanMeta(std::string_view prefix) const;
 
   struct SizeInfo {
     int64_t total_bytes;   // file high-water mark: (last page + 1) * page size
