@@ -14,9 +14,9 @@
 //     leader's state; expiry is local too: Expired lists leases past their
 //     expiry for the server to propose revokes (never a local delete), at
 //     most `limit` at a time, each once until Unmark or its revoke.
-//   - Promote (at start, or when this member becomes leader) gives every
-//     lease its full TTL again, as etcd does, so leases do not expire en
-//     masse at boot.
+//   - Promote (at start; with clustering also when this member becomes
+//     leader, which is not wired yet) gives every lease its full TTL again,
+//     as etcd does, so leases do not expire en masse at boot.
 //
 // Thread-safety: every method is thread-safe (one mutex; never held across a
 // callback).
