@@ -51,14 +51,20 @@ grpc::ServerUnaryReactor* LeaseService::LeaseLeases(grpc::CallbackServerContext*
   return r;
 }
 
-namespace {
-
 // One request at a time: read, renew, write the answer, read the next.
 class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
  public:
-  explicit KeepAliveReactor(kv::KvServer* kv) : kv_(kv) {
+  KeepAliveReactor(LeaseService* svc, kv::KvServer* kv) : svc_(svc), kv_(kv) {
     std::lock_guard<std::mutex> lk(mu_);
     StartRead(&req_);
+  }
+
+  // Ends the call now with status (server shutdown).
+  void Abort(const grpc::Status& status) {
+    std::lock_guard<std::mutex> lk(mu_);
+    abort_status_ = status;
+    aborted_ = true;
+    FinishLocked(status);
   }
 
   void OnReadDone(bool ok) override {
@@ -86,7 +92,8 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
     std::lock_guard<std::mutex> lk(mu_);
     writing_ = false;
     if (!ok || finish_) {
-      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "context canceled"));
+      finish_ = false;
+      FinishLocked(aborted_ ? abort_status_ : grpc::Status(grpc::StatusCode::CANCELLED, "context canceled"));
       return;
     }
     StartRead(&req_);
@@ -100,7 +107,11 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
     FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "context canceled"));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    svc_->Unregister(this);
+    { std::lock_guard<std::mutex> lk(mu_); }  // whoever called Finish has let go
+    delete this;
+  }
 
  private:
   void FinishLocked(const grpc::Status& s) {
@@ -113,18 +124,36 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
     Finish(s);
   }
 
+  LeaseService* const svc_;
   kv::KvServer* const kv_;
   std::mutex mu_;
   LeaseKeepAliveRequest req_;
   LeaseKeepAliveResponse resp_;
   bool writing_ = false, finish_ = false, finished_ = false;
+  bool aborted_ = false;
+  grpc::Status abort_status_;
 };
-
-}  // namespace
 
 grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseService::LeaseKeepAlive(
     grpc::CallbackServerContext*) {
-  return new KeepAliveReactor(kv_);
+  std::lock_guard<std::mutex> lk(mu_);
+  auto* r = new KeepAliveReactor(this, kv_);
+  live_.insert(r);
+  if (shutdown_) r->Abort(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: server stopped"));
+  return r;
+}
+
+void LeaseService::Unregister(KeepAliveReactor* r) {
+  std::lock_guard<std::mutex> lk(mu_);
+  live_.erase(r);
+}
+
+void LeaseService::Shutdown() {
+  std::lock_guard<std::mutex> lk(mu_);
+  shutdown_ = true;
+  // Abort only calls Finish; OnDone (which unregisters, taking mu_) runs
+  // later on a gRPC thread.
+  for (KeepAliveReactor* r : live_) r->Abort(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: server stopped"));
 }
 
 }  // namespace engram::server

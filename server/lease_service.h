@@ -5,6 +5,9 @@
 // CANCELLED when it goes away; TimeToLive and Leases read the lessor.
 #pragma once
 
+#include <mutex>
+#include <set>
+
 #include <grpcpp/grpcpp.h>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
@@ -12,9 +15,16 @@
 
 namespace engram::server {
 
+class KeepAliveReactor;
+
 class LeaseService final : public etcdserverpb::Lease::CallbackService {
  public:
   explicit LeaseService(kv::KvServer* kv) : kv_(kv) {}
+  // Server shutdown: ends every open keepalive stream at once with
+  // UNAVAILABLE "etcdserver: server stopped" (clients retry elsewhere) and
+  // refuses new ones, so grpc::Server::Shutdown need not wait out its grace
+  // period for streams that never end by themselves. Call before it.
+  void Shutdown();
   grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* ctx, const etcdserverpb::LeaseGrantRequest* req,
                                        etcdserverpb::LeaseGrantResponse* resp) override;
   grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* ctx, const etcdserverpb::LeaseRevokeRequest* req,
@@ -28,7 +38,13 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
                                         etcdserverpb::LeaseLeasesResponse* resp) override;
 
  private:
+  friend class KeepAliveReactor;
+  void Unregister(KeepAliveReactor* r);
+
   kv::KvServer* kv_;
+  std::mutex mu_;
+  std::set<KeepAliveReactor*> live_;  // guarded by mu_
+  bool shutdown_ = false;             // guarded by mu_
 };
 
 }  // namespace engram::server

@@ -69,8 +69,11 @@ class Services {
   explicit Services(kv::KvServer* kv);
   void Register(grpc::ServerBuilder& b);
   // Ends streams that would otherwise hold grpc::Server::Shutdown for its
-  // whole grace period (watches). Call right before it.
-  void Shutdown() { watch_.Shutdown(); }
+  // whole grace period (watches, lease keepalives). Call right before it.
+  void Shutdown() {
+    watch_.Shutdown();
+    lease_.Shutdown();
+  }
 
  private:
   KVService kv_;
