@@ -93,18 +93,7 @@ int main(int argc, char** argv) {
             p->set_value(std::string(64, 'x'));
           }
           etcdserverpb::TxnResponse resp;
-          std::mutex mu;
-          std::condition_variable cv;
-          bool done = false;
-          Status st;
-          s.Txn(&req, &resp, [&](const Status& x) {
-            std::lock_guard<std::mutex> lk(mu);
-            st = x;
-            done = true;
-            cv.notify_all();
-          });
-          std::unique_lock<std::mutex> lk(mu);
-          cv.wait(lk, [&] { return done; });
+          Status st = kv::Await([&](kv::Done done) { s.Txn(&req, &resp, std::move(done)); });
           if (!st.ok()) {
             std::fprintf(stderr, "preload: %s\n", st.ToString().c_str());
             std::exit(1);

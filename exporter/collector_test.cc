@@ -251,19 +251,7 @@ class ExporterTest : public ::testing::Test {
 
   template <class Req, class Resp, class Fn>
   Status Call(Fn fn, Req& req, Resp& resp) {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    Status st;
-    fn(&req, &resp, [&](const Status& x) {
-      std::lock_guard<std::mutex> lk(mu);
-      st = x;
-      done = true;
-      cv.notify_all();
-    });
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
-    return st;
+    return kv::Await([&](kv::Done done) { fn(&req, &resp, std::move(done)); });
   }
   Status Put(const std::string& k, const std::string& v) {
     return kv::kvtest::PutSync(*kv_, k, v);

@@ -25,23 +25,6 @@ using etcdserverpb::AlarmResponse;
 constexpr const char* kNoSpace = "etcdserver: mvcc: database space exceeded";
 constexpr const char* kCorrupt = "etcdserver: corrupt cluster";
 
-// Runs an asynchronous KvServer call and waits for its completion.
-template <class F>
-Status Wait(F&& start) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status st;
-  start([&](const Status& x) {
-    std::lock_guard<std::mutex> lk(mu);
-    st = x;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return done; });
-  return st;
-}
 
 class AlarmTest : public ::testing::Test {
  protected:
@@ -73,23 +56,23 @@ class AlarmTest : public ::testing::Test {
     req.set_key(k);
     req.set_value(v);
     etcdserverpb::PutResponse resp;
-    return Wait([&](KvServer::Done d) { s_->Put(&req, &resp, std::move(d)); });
+    return Await([&](KvServer::Done d) { s_->Put(&req, &resp, std::move(d)); });
   }
   Status Delete(const std::string& k) {
     etcdserverpb::DeleteRangeRequest req;
     req.set_key(k);
     etcdserverpb::DeleteRangeResponse resp;
-    return Wait([&](KvServer::Done d) { s_->DeleteRange(&req, &resp, std::move(d)); });
+    return Await([&](KvServer::Done d) { s_->DeleteRange(&req, &resp, std::move(d)); });
   }
   Status Txn(const etcdserverpb::TxnRequest& req) {
     etcdserverpb::TxnResponse resp;
-    return Wait([&](KvServer::Done d) { s_->Txn(&req, &resp, std::move(d)); });
+    return Await([&](KvServer::Done d) { s_->Txn(&req, &resp, std::move(d)); });
   }
   Status Compact(int64_t rev) {
     etcdserverpb::CompactionRequest req;
     req.set_revision(rev);
     etcdserverpb::CompactionResponse resp;
-    return Wait([&](KvServer::Done d) { s_->Compact(&req, &resp, std::move(d)); });
+    return Await([&](KvServer::Done d) { s_->Compact(&req, &resp, std::move(d)); });
   }
   Status Alarm(AlarmRequest::AlarmAction action, uint64_t member, etcdserverpb::AlarmType type,
                AlarmResponse* resp) {
@@ -97,7 +80,7 @@ class AlarmTest : public ::testing::Test {
     req.set_action(action);
     req.set_memberid(member);
     req.set_alarm(type);
-    return Wait([&](KvServer::Done d) { s_->Alarm(&req, resp, std::move(d)); });
+    return Await([&](KvServer::Done d) { s_->Alarm(&req, resp, std::move(d)); });
   }
   std::vector<AlarmInfo> List() {
     AlarmResponse resp;
@@ -322,7 +305,7 @@ TEST_F(AlarmTest, DefragShrinksTheFileAndKeepsEveryRevision) {
   };
   const std::string before_dump = dump();
   const int64_t before = s_->GetStatus().db_size;
-  ASSERT_TRUE(Wait([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok());
+  ASSERT_TRUE(Await([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok());
   const int64_t after = s_->GetStatus().db_size;
   EXPECT_LT(after, before / 2) << before << " -> " << after;
   EXPECT_EQ(after, static_cast<int64_t>(std::filesystem::file_size(dir_ + "/member/snap/db")));
@@ -337,7 +320,7 @@ TEST_F(AlarmTest, DefragShrinksTheFileAndKeepsEveryRevision) {
     ts.emplace_back([&, t] {
       for (int i = 0; i < 20; i++) {
         if (t == 0) {
-          if (!Wait([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok()) failures++;
+          if (!Await([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok()) failures++;
         } else if (!Put("c" + std::to_string(t) + "-" + std::to_string(i), "x").ok()) {
           failures++;
         }
@@ -366,7 +349,7 @@ TEST_F(AlarmTest, CrashDuringDefragLosesNothing) {
           }
           if (!Delete("k0").ok()) _exit(4);
           failpoint::Set(fp, "panic");
-          Wait([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok();
+          Await([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok();
           _exit(5);
         },
         ::testing::KilledBySignal(SIGABRT), "")
@@ -376,7 +359,7 @@ TEST_F(AlarmTest, CrashDuringDefragLosesNothing) {
     EXPECT_EQ("<missing>", Get("k0")) << fp;
     EXPECT_EQ(std::string(3000, 'a' + round), Get("k9")) << fp;
     ASSERT_TRUE(Put("k0", "back").ok());
-    ASSERT_TRUE(Wait([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok());
+    ASSERT_TRUE(Await([&](KvServer::Done d) { s_->Defragment(std::move(d)); }).ok());
     EXPECT_EQ("back", Get("k0"));
     s_.reset();
     round++;

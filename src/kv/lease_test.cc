@@ -16,25 +16,7 @@
 namespace engram::kv {
 namespace {
 
-struct Waitable {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status st;
-  KvServer::Done Fn() {
-    return [this](const Status& s) {
-      std::lock_guard<std::mutex> lk(mu);
-      st = s;
-      done = true;
-      cv.notify_all();
-    };
-  }
-  Status Wait() {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
-    return st;
-  }
-};
+using Waitable = DoneWaiter;  // src/kv/wait.h
 
 class LeaseTest : public ::testing::Test {
  protected:

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <future>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -64,13 +63,7 @@ TEST(ReadSnapshot, HeaderRevisionIsTheRevisionTheDataWasReadAt) {
           etcdserverpb::TxnRequest req;
           for (int j = 0; j < 2; j++) req.add_success()->mutable_request_range()->set_key("k");
           etcdserverpb::TxnResponse resp;
-          Status st;
-          std::promise<void> done;
-          s.Txn(&req, &resp, [&](const Status& x) {
-            st = x;
-            done.set_value();
-          });
-          done.get_future().wait();
+          Status st = Await([&](Done done) { s.Txn(&req, &resp, std::move(done)); });
           if (!st.ok() || resp.responses_size() != 2) {
             errors++;
             continue;
@@ -114,13 +107,7 @@ TEST(ReadSnapshot, PinnedViewRefusesRevisionsAfterIt) {
   req.add_success()->mutable_request_range()->set_key("k");
   req.mutable_success(0)->mutable_request_range()->set_revision(rev + 1);
   etcdserverpb::TxnResponse resp;
-  Status st;
-  std::promise<void> done;
-  s.Txn(&req, &resp, [&](const Status& x) {
-    st = x;
-    done.set_value();
-  });
-  done.get_future().wait();
+  Status st = Await([&](Done done) { s.Txn(&req, &resp, std::move(done)); });
   EXPECT_EQ(Code::kOutOfRange, st.code());
   EXPECT_EQ("etcdserver: mvcc: required revision is a future revision", st.message());
   opened->reset();

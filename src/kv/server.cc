@@ -587,19 +587,7 @@ void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb:
 }
 
 Status KvServer::Range(const etcdserverpb::RangeRequest& req, etcdserverpb::RangeResponse* resp) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool finished = false;
-  Status result;
-  RangeAsync(&req, resp, [&](const Status& s) {
-    std::lock_guard<std::mutex> lk(mu);
-    result = s;
-    finished = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return finished; });
-  return result;
+  return Await([&](Done done) { RangeAsync(&req, resp, std::move(done)); });
 }
 
 void KvServer::RangeAsync(const etcdserverpb::RangeRequest* req, etcdserverpb::RangeResponse* resp, Done done) {

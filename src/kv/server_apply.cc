@@ -29,6 +29,17 @@ void KvServer::ApplyLoop() {
   std::vector<Done> defrag;  // Defragment calls, run between batches
   const auto step_interval = std::chrono::milliseconds(opts_.compaction_sleep_interval_ms);
   auto last_step = Clock::now();
+  // One step of the pending compaction; a physical Compact waiting for the
+  // removal is answered once it is done.
+  auto compact_step = [&] {
+    store_->CompactStep();
+    last_step = Clock::now();
+    if (!physical_waiters_.empty() && !store_->CompactionPending()) {
+      std::vector<Done> ws;
+      ws.swap(physical_waiters_);
+      for (auto& d : ws) d(Status::OK());
+    }
+  };
   while (true) {
     {
       std::unique_lock<std::mutex> lk(apply_mu_);
@@ -37,13 +48,7 @@ void KvServer::ApplyLoop() {
         // Idle: a step of the pending compaction, then look again. Each step
         // is bounded, so a write that arrives waits for one step at most.
         lk.unlock();
-        store_->CompactStep();
-        last_step = Clock::now();
-        if (!physical_waiters_.empty() && !store_->CompactionPending()) {
-          std::vector<Done> ws;
-          ws.swap(physical_waiters_);
-          for (auto& d : ws) d(Status::OK());
-        }
+        compact_step();
         continue;
       }
       apply_cv_.wait(lk, work);
@@ -58,15 +63,7 @@ void KvServer::ApplyLoop() {
     // --experimental-compaction-sleep-interval so the compaction still
     // finishes while writes keep most of the time (etcd sleeps between its
     // compaction batches likewise).
-    if (store_->CompactionPending() && Clock::now() - last_step >= step_interval) {
-      store_->CompactStep();
-      last_step = Clock::now();
-    }
-    if (!physical_waiters_.empty() && !store_->CompactionPending()) {
-      std::vector<Done> ws;
-      ws.swap(physical_waiters_);
-      for (auto& d : ws) d(Status::OK());
-    }
+    if (store_->CompactionPending() && Clock::now() - last_step >= step_interval) compact_step();
   }
   for (auto& d : physical_waiters_) d(errors::Stopped());  // the removal finishes at the next start
   physical_waiters_.clear();

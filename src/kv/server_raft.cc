@@ -19,24 +19,14 @@ using internal::Hex;
 // ---------------------------------------------------------------- proposals
 
 Status KvServer::ProposeAndWait(engrampb::InternalRequest ir) {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool finished = false;
-  Status result;
-  Proposal p;
-  p.id = ids_->Next();
-  ir.set_id(p.id);
-  p.data = ir.SerializeAsString();
-  p.done = [&](const Status& s) {
-    std::lock_guard<std::mutex> lk(mu);
-    result = s;
-    finished = true;
-    cv.notify_all();
-  };
-  Propose(std::move(p));
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return finished; });
-  return result;
+  return Await([&](Done done) {
+    Proposal p;
+    p.id = ids_->Next();
+    ir.set_id(p.id);
+    p.data = ir.SerializeAsString();
+    p.done = std::move(done);
+    Propose(std::move(p));
+  });
 }
 
 void KvServer::Propose(Proposal p) {
@@ -86,19 +76,8 @@ void KvServer::AfterLinearizable(Done fn) {
 }
 
 Status KvServer::WaitLinearizable() {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status st;
-  AfterLinearizable([&](const Status& s) {
-    std::lock_guard<std::mutex> lk(mu);
-    st = s;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return done; });  // always ends: timeout thread, or Stop
-  return st;
+  // Always ends: the timeout thread, or Stop, completes every read.
+  return Await([&](Done done) { AfterLinearizable(std::move(done)); });
 }
 
 void KvServer::FinishRead(const std::shared_ptr<ReadWaiter>& w, const Status& s) {

@@ -42,18 +42,7 @@ inline Status PutSync(KvServer& s, const std::string& k, const std::string& v, i
   req.set_key(k);
   req.set_value(v);
   etcdserverpb::PutResponse resp;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status st;
-  s.Put(&req, &resp, [&](const Status& x) {
-    std::lock_guard<std::mutex> lk(mu);
-    st = x;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock<std::mutex> lk(mu);
-  cv.wait(lk, [&] { return done; });
+  Status st = Await([&](Done done) { s.Put(&req, &resp, std::move(done)); });
   if (rev) *rev = resp.header().revision();
   return st;
 }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -27,6 +28,41 @@ namespace engram::kv {
 
 using Done = std::function<void(const Status&)>;
 using WaitClock = std::chrono::steady_clock;
+
+// A completion a thread can block on: hand Fn() to an asynchronous call
+// (once), then Wait() returns the status it was called with. The waiter must
+// outlive the call's completion (Wait() ensures that).
+class DoneWaiter {
+ public:
+  Done Fn() {
+    return [this](const Status& s) {
+      std::lock_guard<std::mutex> lk(mu_);
+      st_ = s;
+      done_ = true;
+      cv_.notify_all();
+    };
+  }
+  Status Wait() {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return done_; });
+    return st_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;  // guarded by mu_
+  Status st_;          // guarded by mu_
+};
+
+// Runs start(done) and blocks until done ran: a synchronous call over an
+// asynchronous one.
+template <class F>
+Status Await(F&& start) {
+  DoneWaiter w;
+  start(w.Fn());
+  return w.Wait();
+}
 
 class WaitRegistry {
  public:

@@ -26,25 +26,7 @@ namespace {
 std::string TestName() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
 
 // A completion that can be waited for.
-struct Waitable {
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  Status st;
-  KvServer::Done Fn() {
-    return [this](const Status& s) {
-      std::lock_guard<std::mutex> lk(mu);
-      st = s;
-      done = true;
-      cv.notify_all();
-    };
-  }
-  Status Wait() {
-    std::unique_lock<std::mutex> lk(mu);
-    cv.wait(lk, [&] { return done; });
-    return st;
-  }
-};
+using Waitable = DoneWaiter;  // src/kv/wait.h
 
 std::string Get(KvServer& s, const std::string& k, bool serializable = true) {
   etcdserverpb::RangeRequest req;
@@ -54,6 +36,22 @@ std::string Get(KvServer& s, const std::string& k, bool serializable = true) {
   Status st = s.Range(req, &resp);
   if (!st.ok()) return "<" + st.message() + ">";
   return resp.kvs_size() ? resp.kvs(0).value() : "<missing>";
+}
+
+// rounds txns, each putting key0 .. key<keys-1> (value: the round number):
+// rounds x keys revisions over `keys` keys.
+Status WriteRounds(KvServer& s, int rounds, int keys) {
+  for (int i = 0; i < rounds; i++) {
+    etcdserverpb::TxnRequest t;
+    for (int k = 0; k < keys; k++) {
+      auto* p = t.add_success()->mutable_request_put();
+      p->set_key("key" + std::to_string(k));
+      p->set_value(std::to_string(i));
+    }
+    etcdserverpb::TxnResponse r;
+    ENGRAM_RETURN_IF_ERROR(Await([&](Done done) { s.Txn(&t, &r, std::move(done)); }));
+  }
+  return Status::OK();
 }
 
 class WritePathTest : public ::testing::Test {
@@ -188,18 +186,7 @@ TEST_F(WritePathTest, CompactionNeitherStopsTicksNorHoldsWrites) {
   auto s = KvServer::Open(o);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
   // 20,000 revisions over 100 keys: 19,900 to remove, 40 removal steps.
-  for (int i = 0; i < 200; i++) {
-    etcdserverpb::TxnRequest t;
-    for (int k = 0; k < 100; k++) {
-      auto* p = t.add_success()->mutable_request_put();
-      p->set_key("key" + std::to_string(k));
-      p->set_value(std::to_string(i));
-    }
-    etcdserverpb::TxnResponse r;
-    Waitable w;
-    (*s)->Txn(&t, &r, w.Fn());
-    ASSERT_TRUE(w.Wait().ok());
-  }
+  ASSERT_TRUE(WriteRounds(**s, 200, 100).ok());
   const int64_t rev = (*s)->GetStatus().revision;
   mvcc::MvccProbe& mp = (*s)->mvcc_probe();
   const uint64_t removed0 = mp.compaction_keys_total.Value();
@@ -384,20 +371,7 @@ TEST_F(WritePathTest, PhysicalCompactionWaitsForTheRemoval) {
   o.compaction_batch_limit = 200;
   auto s = KvServer::Open(o);
   ASSERT_TRUE(s.ok()) << s.status().ToString();
-  auto write = [&](int n) {
-    for (int i = 0; i < n; i++) {
-      etcdserverpb::TxnRequest t;
-      for (int k = 0; k < 50; k++) {
-        auto* p = t.add_success()->mutable_request_put();
-        p->set_key("key" + std::to_string(k));
-        p->set_value(std::to_string(i));
-      }
-      etcdserverpb::TxnResponse r;
-      Waitable w;
-      (*s)->Txn(&t, &r, w.Fn());
-      ASSERT_TRUE(w.Wait().ok());
-    }
-  };
+  auto write = [&](int n) { ASSERT_TRUE(WriteRounds(**s, n, 50).ok()); };
   mvcc::MvccProbe& mp = (*s)->mvcc_probe();
   ASSERT_TRUE(failpoint::Set("mvcc-compact-step", "sleep(20)"));
   auto compact = [&](bool physical) {
