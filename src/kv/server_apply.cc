@@ -29,16 +29,19 @@ void KvServer::ApplyLoop() {
   std::vector<Done> defrag;  // Defragment calls, run between batches
   const auto step_interval = std::chrono::milliseconds(opts_.compaction_sleep_interval_ms);
   auto last_step = Clock::now();
-  // One step of the pending compaction; a physical Compact waiting for the
-  // removal is answered once it is done.
+  // A physical Compact waiting for the removal is answered once none is
+  // pending (also when its compaction had nothing to remove, e.g. at 0).
+  auto answer_physical = [&] {
+    if (physical_waiters_.empty() || store_->CompactionPending()) return;
+    std::vector<Done> ws;
+    ws.swap(physical_waiters_);
+    for (auto& d : ws) d(Status::OK());
+  };
+  // One step of the pending compaction.
   auto compact_step = [&] {
     store_->CompactStep();
     last_step = Clock::now();
-    if (!physical_waiters_.empty() && !store_->CompactionPending()) {
-      std::vector<Done> ws;
-      ws.swap(physical_waiters_);
-      for (auto& d : ws) d(Status::OK());
-    }
+    answer_physical();
   };
   while (true) {
     {
@@ -64,6 +67,7 @@ void KvServer::ApplyLoop() {
     // finishes while writes keep most of the time (etcd sleeps between its
     // compaction batches likewise).
     if (store_->CompactionPending() && Clock::now() - last_step >= step_interval) compact_step();
+    answer_physical();
   }
   for (auto& d : physical_waiters_) d(errors::Stopped());  // the removal finishes at the next start
   physical_waiters_.clear();

@@ -398,6 +398,19 @@ TEST_F(WritePathTest, PhysicalCompactionWaitsForTheRemoval) {
   EXPECT_EQ(before + 2000 + 2000, mp.compaction_keys_total.Value());
 }
 
+// A physical compaction with nothing to remove (etcd's compact at 0 on a
+// fresh store) is answered at once, not left waiting for a later compaction
+// (found by fuzz-diff: it timed out).
+TEST_F(WritePathTest, PhysicalCompactionWithNothingToRemoveIsAnswered) {
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  etcdserverpb::CompactionRequest c;
+  c.set_revision(0);
+  c.set_physical(true);
+  etcdserverpb::CompactionResponse r;
+  EXPECT_TRUE(Await([&](Done done) { (*s)->Compact(&c, &r, std::move(done)); }).ok());
+}
+
 TEST_F(WritePathTest, RaftConfigFollowsFlags) {
   Options o = kvtest::TestOptions(dir_);
   {
