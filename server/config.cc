@@ -283,11 +283,14 @@ const std::vector<Flag>& Flags() {
       {"corrupt-check-time", Kind::kDuration, "0s", A, "Duration between cluster corruption checks (needs peers).", nullptr},
       {"experimental-compact-hash-check-enabled", Kind::kBool, "false", A, "Leader compaction-hash checks (needs peers).", nullptr},
       {"experimental-compact-hash-check-time", Kind::kDuration, "1m", A, "Leader compaction-hash check period.", nullptr},
-      {"experimental-enable-lease-checkpoint", Kind::kBool, "false", U,
-       "Lease checkpointing of the remaining TTL (not yet: a restart gives every lease its full TTL, as etcd without it).",
-       nullptr},
-      {"experimental-enable-lease-checkpoint-persist", Kind::kBool, "false", U, "Lease checkpoint persistence (not yet).",
-       nullptr},
+      {"experimental-enable-lease-checkpoint", Kind::kBool, "false", I,
+       "Enable leader to send regular checkpoints to other members to prevent reset of remaining TTL on leader change "
+       "or restart (the remaining TTL is persisted, as etcd 3.6 always does).",
+       SET_BOOL(lease_checkpoint)},
+      {"experimental-enable-lease-checkpoint-persist", Kind::kBool, "false", I,
+       "Enable persisting remainingTTL to prevent indefinite auto-renewal of long lived leases (always on with "
+       "--experimental-enable-lease-checkpoint, as in etcd 3.6).",
+       SET_BOOL(lease_checkpoint_persist)},
       {"experimental-compaction-batch-limit", Kind::kUint, "1000", I,
        "Sets the maximum revisions deleted in each compaction batch (one LMDB write transaction; writes are applied "
        "between batches).",
@@ -408,6 +411,9 @@ Status Validate(Config& c) {
   static const std::set<std::string> levels = {"debug", "info", "warn", "error", "panic", "fatal"};
   if (!levels.count(c.log_level)) return Status::InvalidArgument("unknown log-level \"" + c.log_level + "\"");
   if (c.heartbeat_ms == 0) return Status::InvalidArgument("--heartbeat-interval must be > 0");
+  if (c.lease_checkpoint_persist && !c.lease_checkpoint)
+    return Status::InvalidArgument(
+        "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint");
   if (5 * c.heartbeat_ms > c.election_ms)
     return Status::InvalidArgument("--election-timeout[" + std::to_string(c.election_ms) +
                                    "ms] should be at least as 5 times as --heartbeat-interval[" +

@@ -88,6 +88,8 @@ struct Config {
   bool force_new_cluster = false;
   bool strict_reconfig_check = true;
   bool pre_vote = true;
+  bool lease_checkpoint = false;          // --experimental-enable-lease-checkpoint
+  bool lease_checkpoint_persist = false;  // --experimental-enable-lease-checkpoint-persist
   uint64_t compaction_batch_limit = 1000;  // --experimental-compaction-batch-limit
   uint64_t compaction_sleep_interval_ms = 10;  // --experimental-compaction-sleep-interval  // --pre-vote (raft pre-vote; check-quorum is always on)
 

@@ -68,7 +68,7 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
   }
 
   void OnReadDone(bool ok) override {
-    std::lock_guard<std::mutex> lk(mu_);
+    std::unique_lock<std::mutex> lk(mu_);
     if (!ok) {
       // The client half-closed (etcd ends the stream OK) or went away.
       FinishLocked(grpc::Status::OK);
@@ -78,14 +78,26 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
     resp_.Clear();
     kv_->FillHeader(resp_.mutable_header());  // the revision before the renew, as etcd
     resp_.set_id(req_.id());
-    auto ttl = kv_->LeaseRenew(req_.id());
-    if (!ttl.ok() && ttl.status().code() != Code::kNotFound) {
-      FinishLocked(ToGrpc(ttl.status()));  // stopping
-      return;
-    }
-    resp_.set_ttl(ttl.ok() ? *ttl : 0);  // an unknown lease: TTL 0, the stream goes on
+    // Busy until the renew is answered (it may wait for a checkpoint to be
+    // applied, on another thread): a cancel meanwhile finishes after it.
     writing_ = true;
-    StartWrite(&resp_);
+    in_renew_call_ = true;
+    renewed_early_ = false;
+    const int64_t id = req_.id();
+    lk.unlock();
+    kv_->LeaseRenew(id, [this](Result<int64_t> ttl) {
+      std::lock_guard<std::mutex> l2(mu_);
+      renewed_ttl_ = std::move(ttl);
+      // Answered before OnReadDone got mu_ back: it finishes the job.
+      if (in_renew_call_) {
+        renewed_early_ = true;
+        return;
+      }
+      AfterRenewLocked();
+    });
+    lk.lock();
+    in_renew_call_ = false;
+    if (renewed_early_) AfterRenewLocked();
   }
 
   void OnWriteDone(bool ok) override {
@@ -114,6 +126,22 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
   }
 
  private:
+  void AfterRenewLocked() {
+    writing_ = false;
+    if (finish_ || finished_) {  // cancelled or aborted while renewing
+      finish_ = false;
+      FinishLocked(aborted_ ? abort_status_ : grpc::Status(grpc::StatusCode::CANCELLED, "context canceled"));
+      return;
+    }
+    if (!renewed_ttl_.ok() && renewed_ttl_.status().code() != Code::kNotFound) {
+      FinishLocked(ToGrpc(renewed_ttl_.status()));  // stopping, or the checkpoint failed
+      return;
+    }
+    resp_.set_ttl(renewed_ttl_.ok() ? *renewed_ttl_ : 0);  // an unknown lease: TTL 0, the stream goes on
+    writing_ = true;
+    StartWrite(&resp_);
+  }
+
   void FinishLocked(const grpc::Status& s) {
     if (finished_) return;
     if (writing_) {  // one op at a time: finish once the write is done
@@ -128,6 +156,9 @@ class KeepAliveReactor final : public grpc::ServerBidiReactor<LeaseKeepAliveRequ
   kv::KvServer* const kv_;
   std::mutex mu_;
   LeaseKeepAliveRequest req_;
+  bool in_renew_call_ = false;   // OnReadDone is inside kv_->LeaseRenew (mu_ released)
+  bool renewed_early_ = false;   // and the answer came meanwhile
+  Result<int64_t> renewed_ttl_ = Status::NotFound("");
   LeaseKeepAliveResponse resp_;
   bool writing_ = false, finish_ = false, finished_ = false;
   bool aborted_ = false;

@@ -206,6 +206,7 @@ int Run(int argc, char** argv) {
   ko.watch_progress_notify_interval_ms = cfg.watch_progress_notify_interval_ms;
   ko.watch_stream_buffer_bytes = cfg.watch_stream_buffer_bytes;
   ko.pre_vote = cfg.pre_vote;
+  ko.lease_checkpoint = cfg.lease_checkpoint;
   ko.compaction_batch_limit = cfg.compaction_batch_limit;
   ko.compaction_sleep_interval_ms = cfg.compaction_sleep_interval_ms;
   ko.metrics_prefix_depth = cfg.metrics_prefix_depth;  // metrics: engram_mvcc_prefix_*

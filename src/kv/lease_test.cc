@@ -29,9 +29,12 @@ class LeaseTest : public ::testing::Test {
     s_.reset();
     std::filesystem::remove_all(dir_);
   }
-  void Open() {
+  void Open(bool checkpoint = false) {
     s_.reset();
-    auto s = KvServer::Open(kvtest::TestOptions(dir_));  // election 100 ms: minimum TTL 1 s
+    auto o = kvtest::TestOptions(dir_);  // election 100 ms: minimum TTL 1 s
+    o.lease_checkpoint = checkpoint;
+    o.lease_checkpoint_interval_ms = 1000;  // leases longer than 1 s are checkpointed every second
+    auto s = KvServer::Open(o);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     s_ = std::move(*s);
   }
@@ -227,6 +230,44 @@ TEST_F(LeaseTest, LeasesAndAttachmentsSurviveARestartWithTheirTTLRenewed) {
   etcdserverpb::LeaseLeasesResponse leases;
   s_->LeaseLeases(&leases);
   EXPECT_EQ(0, leases.leases_size());
+}
+
+// --experimental-enable-lease-checkpoint (etcd 3.6: persisted): a restart
+// resumes a lease from its last checkpointed remaining TTL, not its full
+// TTL; a keepalive clears the checkpoint through raft first.
+TEST_F(LeaseTest, CheckpointedRemainingTTLSurvivesARestart) {
+  Open(/*checkpoint=*/true);
+  auto id = Grant(30);
+  ASSERT_TRUE(id.ok());
+  auto kept = Grant(30);
+  ASSERT_TRUE(kept.ok());
+  ASSERT_TRUE(Put("c/1", *id).ok());
+  // Wait for at least 3 s to pass and a checkpoint to record it.
+  std::this_thread::sleep_for(std::chrono::milliseconds(3500));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (s_->lessor().Persisted(*id).second == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int64_t recorded = s_->lessor().Persisted(*id).second;
+  ASSERT_GT(recorded, 0) << "no checkpoint was applied";
+  EXPECT_LE(recorded, 27);
+  // A keepalive first clears the recorded TTL of `kept`, through raft.
+  ASSERT_TRUE(s_->lessor().NeedsCheckpointReset(*kept));
+  auto renewed = s_->LeaseRenew(*kept);
+  ASSERT_TRUE(renewed.ok()) << renewed.status().ToString();
+  EXPECT_EQ(30, *renewed);
+  EXPECT_EQ(0, s_->lessor().Persisted(*kept).second);
+  Open(/*checkpoint=*/true);  // restart
+  auto ttl = TTL(*id);
+  EXPECT_EQ(30, ttl.grantedttl());
+  EXPECT_LE(ttl.ttl(), recorded) << "restarted from the checkpoint, not the full TTL";
+  EXPECT_GE(ttl.ttl(), 1);
+  ASSERT_EQ(1, ttl.keys_size());
+  // The renewed lease's cleared checkpoint survived too: full TTL again.
+  EXPECT_GE(TTL(*kept).ttl(), 28);
+  // Without the feature the stored remaining TTL is not used (etcd without
+  // checkpointing: full TTL at start).
+  Open(/*checkpoint=*/false);
+  EXPECT_GE(TTL(*id).ttl(), 29);
 }
 
 }  // namespace

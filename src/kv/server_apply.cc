@@ -262,9 +262,7 @@ Status KvServer::ApplyInternal(mvcc::Store::Batch& b, const InternalRequest& ir,
       auto* out = RespOr(resp, &r);
       int64_t granted = 0;
       ENGRAM_RETURN_IF_ERROR(lessor_->Grant(ir.lease_grant().id(), ir.lease_grant().ttl(), Clock::now(), &granted));
-      char ttl[8];
-      EncodeBig64(ttl, static_cast<uint64_t>(granted));
-      b.PutMeta(internal::LeaseMetaKey(ir.lease_grant().id()), std::string_view(ttl, sizeof ttl));
+      b.PutMeta(internal::LeaseMetaKey(ir.lease_grant().id()), internal::EncodeLeaseRecord(granted, 0));
       out->set_id(ir.lease_grant().id());
       out->set_ttl(granted);
       out->mutable_header()->set_revision(b.Rev());
@@ -289,6 +287,18 @@ Status KvServer::ApplyInternal(mvcc::Store::Batch& b, const InternalRequest& ir,
       }
       b.DeleteMeta(internal::LeaseMetaKey(ir.lease_revoke().id()));
       out->mutable_header()->set_revision(rev);
+      return Status::OK();
+    }
+    case InternalRequest::kLeaseCheckpoint: {
+      // Records each lease's remaining TTL (unknown leases ignored, as
+      // etcd), persisted so a restart resumes from it (etcd 3.6).
+      for (const auto& c : ir.lease_checkpoint().checkpoints()) {
+        if (!lessor_->Checkpoint(c.id(), c.remaining_ttl(), Clock::now())) continue;
+        auto [ttl, remaining] = lessor_->Persisted(c.id());
+        b.PutMeta(internal::LeaseMetaKey(c.id()), internal::EncodeLeaseRecord(ttl, remaining));
+      }
+      etcdserverpb::LeaseCheckpointResponse r;
+      RespOr(resp, &r)->mutable_header()->set_revision(b.Rev());
       return Status::OK();
     }
     case InternalRequest::kPublish: {

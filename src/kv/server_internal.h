@@ -14,8 +14,17 @@
 namespace engram::kv::internal {
 
 // Meta names of lease records: "lease/" + the ID in 16 hex digits
-// (src/mvcc/FORMAT.md); the value is the granted TTL, 8 bytes big-endian.
+// (src/mvcc/FORMAT.md); the value is the granted TTL, 8 bytes big-endian,
+// followed by the checkpointed remaining TTL (8 bytes big-endian) when one
+// was recorded (lease checkpointing).
 inline constexpr const char* kLeaseMetaPrefix = "lease/";
+inline std::string EncodeLeaseRecord(int64_t ttl, int64_t remaining) {
+  std::string v(remaining > 0 ? 16 : 8, '\0');
+  for (int i = 0; i < 8; ++i) v[i] = static_cast<char>(static_cast<uint64_t>(ttl) >> (56 - 8 * i));
+  if (remaining > 0)
+    for (int i = 0; i < 8; ++i) v[8 + i] = static_cast<char>(static_cast<uint64_t>(remaining) >> (56 - 8 * i));
+  return v;
+}
 inline std::string LeaseMetaKey(int64_t id) {
   char b[32];
   std::snprintf(b, sizeof b, "lease/%016lx", static_cast<unsigned long>(id));

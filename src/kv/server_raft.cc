@@ -323,6 +323,7 @@ void KvServer::TimeoutLoop() {
     }
     for (auto& p : expired) FailProposal(p.done, errors::Timeout());
     RevokeExpiredLeases();
+    CheckpointLeases();
     // Linearizable reads past their deadline (in deadline order; finished
     // ones at the front are just dropped).
     std::vector<std::shared_ptr<ReadWaiter>> late;

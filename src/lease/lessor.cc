@@ -5,8 +5,20 @@
 
 namespace engram::lease {
 
-Lessor::Lessor(int64_t min_ttl_seconds, LeaseProbe* probe)
-    : min_ttl_(std::max<int64_t>(1, min_ttl_seconds)), probe_(probe ? probe : &own_probe_) {}
+Lessor::Lessor(int64_t min_ttl_seconds, LeaseProbe* probe, Clock::duration checkpoint_interval)
+    : min_ttl_(std::max<int64_t>(1, min_ttl_seconds)),
+      checkpoint_interval_(checkpoint_interval),
+      probe_(probe ? probe : &own_probe_) {}
+
+void Lessor::ScheduleCheckpointLocked(Lease& l, Clock::time_point now) {
+  // etcd schedules a lease whose TTL exceeds the interval (300 s).
+  const int64_t ttl = l.remaining > 0 ? l.remaining : l.ttl;
+  if (checkpointing() && std::chrono::seconds(ttl) > checkpoint_interval_) {
+    l.checkpoint_at = now + checkpoint_interval_;
+  } else {
+    l.checkpoint_at = Clock::time_point::max();
+  }
+}
 
 void Lessor::BeginBatch() {
   std::lock_guard<std::mutex> lk(mu_);
@@ -34,6 +46,7 @@ Status Lessor::Grant(int64_t id, int64_t ttl, Clock::time_point now, int64_t* gr
   Lease l;
   l.ttl = std::max(ttl, min_ttl_);
   l.expiry = now + std::chrono::seconds(l.ttl);
+  ScheduleCheckpointLocked(l, now);
   *granted = l.ttl;
   leases_.emplace(id, std::move(l));
   if (in_batch_) undo_.push_back([this, id] { leases_.erase(id); });
@@ -178,20 +191,66 @@ void Lessor::Unmark(int64_t id, Clock::time_point retry_at) {
   it->second.retry_at = retry_at;
 }
 
-void Lessor::Restore(int64_t id, int64_t ttl, Clock::time_point now) {
+void Lessor::Restore(int64_t id, int64_t ttl, int64_t remaining, Clock::time_point now) {
   std::lock_guard<std::mutex> lk(mu_);
   Lease l;
-  l.ttl = ttl;
-  l.expiry = now + std::chrono::seconds(ttl);
+  l.ttl = std::max(ttl, min_ttl_);
+  l.remaining = std::max<int64_t>(0, remaining);
+  l.expiry = now + std::chrono::seconds(l.remaining > 0 ? l.remaining : l.ttl);
   leases_[id] = std::move(l);
 }
 
 void Lessor::Promote(Clock::time_point now) {
   std::lock_guard<std::mutex> lk(mu_);
   for (auto& [id, l] : leases_) {
-    l.expiry = now + std::chrono::seconds(l.ttl);
+    l.expiry = now + std::chrono::seconds(l.remaining > 0 ? l.remaining : l.ttl);
     l.revoking = false;
+    ScheduleCheckpointLocked(l, now);
   }
+}
+
+std::vector<std::pair<int64_t, int64_t>> Lessor::DueCheckpoints(Clock::time_point now, size_t limit) {
+  std::lock_guard<std::mutex> lk(mu_);
+  std::vector<std::pair<int64_t, int64_t>> out;
+  if (!checkpointing()) return out;
+  for (auto& [id, l] : leases_) {
+    if (out.size() >= limit) break;
+    if (l.checkpoint_at > now) continue;
+    l.checkpoint_at = Clock::time_point::max();  // rescheduled when the checkpoint applies
+    if (l.revoking || l.expiry <= now) continue;
+    const double left = std::chrono::duration<double>(l.expiry - now).count();
+    const auto remaining = static_cast<int64_t>(std::ceil(left));
+    if (remaining >= l.ttl) continue;  // etcd: nothing worth recording
+    out.emplace_back(id, remaining);
+  }
+  return out;
+}
+
+bool Lessor::Checkpoint(int64_t id, int64_t remaining, Clock::time_point now) {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return false;
+  const int64_t old = it->second.remaining;
+  it->second.remaining = std::max<int64_t>(0, remaining);
+  if (in_batch_) undo_.push_back([this, id, old] {
+    auto l = leases_.find(id);
+    if (l != leases_.end()) l->second.remaining = old;
+  });
+  ScheduleCheckpointLocked(it->second, now);
+  return true;
+}
+
+bool Lessor::NeedsCheckpointReset(int64_t id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  return checkpointing() && it != leases_.end() && it->second.remaining > 0;
+}
+
+std::pair<int64_t, int64_t> Lessor::Persisted(int64_t id) const {
+  std::lock_guard<std::mutex> lk(mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end()) return {0, 0};
+  return {it->second.ttl, it->second.remaining};
 }
 
 size_t Lessor::size() const {

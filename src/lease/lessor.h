@@ -16,7 +16,17 @@
 //     most `limit` at a time, each once until Unmark or its revoke.
 //   - Promote (at start; with clustering also when this member becomes
 //     leader, which is not wired yet) gives every lease its full TTL again,
-//     as etcd does, so leases do not expire en masse at boot.
+//     as etcd does, so leases do not expire en masse at boot, or, with
+//     checkpointing, the remaining TTL last checkpointed.
+//   - Checkpointing (etcd's --experimental-enable-lease-checkpoint, with
+//     persistence as etcd 3.6 always does): a lease whose TTL is longer than
+//     the checkpoint interval is scheduled for a checkpoint every interval;
+//     DueCheckpoints lists the due ones with their remaining TTL (rounded
+//     up) for the server to propose, and the applied Checkpoint records the
+//     remaining TTL (replicated, persisted by the caller), which the next
+//     Promote uses. A keepalive of a lease with a recorded remaining TTL
+//     must first have a checkpoint of 0 applied (NeedsCheckpointReset), or a
+//     restart after it would bring the old remaining TTL back.
 //
 // Thread-safety: every method is thread-safe (one mutex; never held across a
 // callback).
@@ -66,7 +76,9 @@ struct LeaseInfo {
 
 class Lessor {
  public:
-  explicit Lessor(int64_t min_ttl_seconds, LeaseProbe* probe = nullptr);
+  // checkpoint_interval zero: checkpointing off.
+  explicit Lessor(int64_t min_ttl_seconds, LeaseProbe* probe = nullptr,
+                  Clock::duration checkpoint_interval = Clock::duration::zero());
 
   // ---- replicated state (apply thread) ----
   void BeginBatch();
@@ -101,10 +113,29 @@ class Lessor {
   // The revoke proposal of a marked lease failed: it may be listed again
   // from retry_at on (etcd retries after the request timeout).
   void Unmark(int64_t id, Clock::time_point retry_at);
-  // A lease loaded from the store at start (no metrics counted).
-  void Restore(int64_t id, int64_t ttl, Clock::time_point now);
-  // Every lease expires its full TTL after now (start, promotion).
+  // A lease loaded from the store at start (no metrics counted): its TTL
+  // (raised to the minimum, as etcd) and remaining TTL of the last applied
+  // checkpoint (0: none).
+  void Restore(int64_t id, int64_t ttl, int64_t remaining, Clock::time_point now);
+  // Every lease expires after now plus its remaining TTL if one was
+  // checkpointed, else its full TTL (start, promotion).
   void Promote(Clock::time_point now);
+
+  // ---- checkpoints ----
+  bool checkpointing() const { return checkpoint_interval_ > Clock::duration::zero(); }
+  // Up to limit leases whose checkpoint is due at now, with their remaining
+  // TTL in seconds rounded up (etcd); leases expired or with remaining >=
+  // TTL are skipped. Each is listed once until its checkpoint is applied.
+  std::vector<std::pair<int64_t, int64_t>> DueCheckpoints(Clock::time_point now, size_t limit);
+  // Applied (replicated): records id's remaining TTL (0 clears it) and
+  // schedules its next checkpoint. Returns false for an unknown lease
+  // (ignored, as etcd).
+  bool Checkpoint(int64_t id, int64_t remaining, Clock::time_point now);
+  // The lease has a recorded remaining TTL: a renew must first apply a
+  // checkpoint of 0.
+  bool NeedsCheckpointReset(int64_t id) const;
+  // The granted TTL and the recorded remaining TTL (for persisting).
+  std::pair<int64_t, int64_t> Persisted(int64_t id) const;
   int64_t min_ttl() const { return min_ttl_; }
   size_t size() const;
 
@@ -115,10 +146,14 @@ class Lessor {
     std::set<std::string> keys;
     bool revoking = false;  // listed by Expired, revoke in flight
     Clock::time_point retry_at;  // not listed again before this (a failed revoke)
+    int64_t remaining = 0;       // seconds, from the last applied checkpoint (0: none)
+    Clock::time_point checkpoint_at = Clock::time_point::max();  // next due checkpoint (max: none)
   };
   void AttachLocked(const std::string& key, int64_t id);
+  void ScheduleCheckpointLocked(Lease& l, Clock::time_point now);
 
   const int64_t min_ttl_;
+  const Clock::duration checkpoint_interval_;
   LeaseProbe own_probe_;
   LeaseProbe* const probe_;
   mutable std::mutex mu_;

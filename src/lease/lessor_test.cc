@@ -126,5 +126,50 @@ TEST(Lessor, RollbackUndoesAnAbortedBatch) {
   EXPECT_TRUE(l.Exists(3));
 }
 
+TEST(Lessor, CheckpointsRecordTheRemainingTTLForTheNextPromotion) {
+  Lessor l(1, nullptr, seconds(300));  // etcd's interval: leases longer than 5 minutes
+  int64_t g;
+  ASSERT_TRUE(l.Grant(1, 600, T0, &g).ok());
+  ASSERT_TRUE(l.Grant(2, 60, T0, &g).ok());  // not longer than the interval: never checkpointed
+  EXPECT_TRUE(l.DueCheckpoints(T0 + seconds(299), 10).empty());
+  auto due = l.DueCheckpoints(T0 + std::chrono::milliseconds(300500), 10);
+  ASSERT_EQ(1u, due.size());
+  EXPECT_EQ(1, due[0].first);
+  EXPECT_EQ(300, due[0].second);  // 299.5 s left, rounded up as etcd
+  EXPECT_TRUE(l.DueCheckpoints(T0 + seconds(301), 10).empty()) << "listed once until applied";
+  EXPECT_FALSE(l.NeedsCheckpointReset(1));
+  ASSERT_TRUE(l.Checkpoint(1, 300, T0 + seconds(301)));
+  EXPECT_FALSE(l.Checkpoint(99, 5, T0)) << "unknown leases are ignored";
+  EXPECT_TRUE(l.NeedsCheckpointReset(1));
+  EXPECT_EQ((std::pair<int64_t, int64_t>{600, 300}), l.Persisted(1));
+  // The checkpoint does not move the current expiry; the next promotion
+  // starts from the recorded remaining TTL instead of the full TTL.
+  EXPECT_EQ(298, l.TimeToLive(1, T0 + seconds(302), false)->remaining_ttl);
+  l.Promote(T0 + seconds(1000));
+  EXPECT_EQ(300, l.TimeToLive(1, T0 + seconds(1000), false)->remaining_ttl);
+  EXPECT_EQ(60, l.TimeToLive(2, T0 + seconds(1000), false)->remaining_ttl);
+  // A restart restores it the same way.
+  Lessor r(1, nullptr, seconds(300));
+  r.Restore(1, 600, 300, T0);
+  r.Restore(2, 0, 0, T0);  // a stored TTL below the minimum is raised (etcd)
+  EXPECT_EQ(300, r.TimeToLive(1, T0, false)->remaining_ttl);
+  EXPECT_EQ(1, r.TimeToLive(2, T0, false)->granted_ttl);
+  // Cleared by a checkpoint of 0 (what a keepalive proposes first).
+  ASSERT_TRUE(l.Checkpoint(1, 0, T0 + seconds(1001)));
+  EXPECT_FALSE(l.NeedsCheckpointReset(1));
+  l.Promote(T0 + seconds(2000));
+  EXPECT_EQ(600, l.TimeToLive(1, T0 + seconds(2000), false)->remaining_ttl);
+  // Rolled back with its batch.
+  l.BeginBatch();
+  ASSERT_TRUE(l.Checkpoint(1, 42, T0 + seconds(2001)));
+  l.Rollback();
+  EXPECT_FALSE(l.NeedsCheckpointReset(1));
+  // Without checkpointing nothing is ever due.
+  Lessor off(1);
+  ASSERT_TRUE(off.Grant(1, 600, T0, &g).ok());
+  EXPECT_TRUE(off.DueCheckpoints(T0 + seconds(400), 10).empty());
+  EXPECT_FALSE(off.checkpointing());
+}
+
 }  // namespace
 }  // namespace engram::lease
