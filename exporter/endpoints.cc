@@ -298,6 +298,12 @@ std::string HttpResponse::Header(const std::string& name) const {
   return "";
 }
 
+std::string HttpRequest::Header(const std::string& name) const {
+  for (const auto& [k, v] : headers)
+    if (IEquals(k, name)) return v;
+  return "";
+}
+
 std::vector<std::pair<std::string, std::string>> ParseQuery(const std::string& query) {
   std::vector<std::pair<std::string, std::string>> out;
   size_t pos = 0;

@@ -39,6 +39,10 @@ struct HttpRequest {
   std::string target;           // "/health?exclude=NOSPACE"
   std::string accept_encoding;  // the Accept-Encoding header, "" if absent
   Listener listener = Listener::kMetrics;
+  // Read only for asynchronous routes (HttpServer::Route); empty otherwise.
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // in order
+  std::string Header(const std::string& name) const;        // case-insensitive, "" if absent
 };
 
 struct HttpResponse {

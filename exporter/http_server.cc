@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -43,6 +44,13 @@ constexpr uint64_t kBodyLimit = 16 * 1024;
 
 }  // namespace
 
+struct AsyncRoute {
+  std::string prefix;
+  Listener listener;
+  uint64_t body_limit;
+  HttpServer::AsyncHandler handler;
+};
+
 struct HttpServer::Impl {
   // Declared first, destroyed last: sessions still owned by pending handlers
   // die with ioc and touch `live`.
@@ -50,6 +58,7 @@ struct HttpServer::Impl {
   std::atomic<bool> stopped{false};
   std::mutex stop_mu;
   Handler handler;
+  std::vector<AsyncRoute> routes;  // set before Start, read-only after
   net::io_context ioc{kThreads};
   std::optional<net::executor_work_guard<net::io_context::executor_type>> work;
   std::vector<std::unique_ptr<net::basic_socket_acceptor<Proto>>> acceptors;
@@ -57,6 +66,14 @@ struct HttpServer::Impl {
 
   void Accept(net::basic_socket_acceptor<Proto>* acc, Listener listener);
   void Serve(Proto::socket sock, Listener listener);
+  const AsyncRoute* FindRoute(std::string_view target, Listener listener) const {
+    std::string_view path = target.substr(0, target.find('?'));
+    for (const auto& r : routes) {
+      if (r.listener != listener || path.substr(0, r.prefix.size()) != r.prefix) continue;
+      if (path.size() == r.prefix.size() || path[r.prefix.size()] == '/') return &r;
+    }
+    return nullptr;
+  }
 };
 
 namespace {
@@ -70,16 +87,135 @@ class Session : public std::enable_shared_from_this<Session> {
     srv_->live.fetch_add(1);
   }
   ~Session() { srv_->live.fetch_sub(1); }
+  auto executor() { return stream_.get_executor(); }
 
   void Read() {
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(kBodyLimit);
     stream_.expires_after(kIoTimeout);
+    http::async_read_header(stream_, buf_, *parser_,
+                            beast::bind_front_handler(&Session::OnHeader, shared_from_this()));
+  }
+
+  // ---- asynchronous routes (HttpResponder); all on the strand ----
+  void AsyncReply(HttpResponse r) {
+    if (answered_ || gone_) return;
+    answered_ = true;
+    std::string out = StatusLine(r.status);
+    for (auto& [k, v] : r.headers) out += k + ": " + v + "\r\n";
+    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n";
+    out += r.body;
+    Queue(std::move(out), /*last=*/true);
+  }
+  void AsyncStart(int status, std::vector<std::pair<std::string, std::string>> headers) {
+    if (answered_ || gone_) return;
+    answered_ = true;
+    streaming_ = true;
+    std::string out = StatusLine(status);
+    for (auto& [k, v] : headers) out += k + ": " + v + "\r\n";
+    out += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    Queue(std::move(out), false);
+  }
+  void AsyncWrite(std::string chunk) {
+    if (!streaming_ || ended_ || gone_ || chunk.empty()) return;
+    char len[24];
+    std::snprintf(len, sizeof len, "%zx\r\n", chunk.size());
+    Queue(std::string(len) + chunk + "\r\n", false);
+  }
+  void AsyncEnd(const std::vector<std::pair<std::string, std::string>>& trailers = {}) {
+    if (!streaming_ || ended_ || gone_) return;
+    ended_ = true;
+    std::string last = "0\r\n";
+    for (const auto& [k, v] : trailers) last += k + ": " + v + "\r\n";
+    Queue(last + "\r\n", true);
+  }
+  void AsyncFinal() {
+    if (!answered_) {
+      answered_ = true;
+      closing_ = true;
+      if (!writing_) Close();
+      return;
+    }
+    AsyncEnd();
+  }
+  void SetOnGone(std::function<void()> cb) {
+    if (gone_) {
+      if (cb) cb();
+      return;
+    }
+    on_gone_ = std::move(cb);
+  }
+  bool gone() const { return gone_; }
+
+ private:
+  static std::string StatusLine(int status) {
+    return "HTTP/1.1 " + std::to_string(status) + " " +
+           std::string(http::obsolete_reason(static_cast<http::status>(status))) + "\r\n";
+  }
+
+  void Queue(std::string bytes, bool last) {
+    out_.push_back(std::move(bytes));
+    if (last) closing_ = true;
+    if (!writing_) WriteNext();
+  }
+  void WriteNext() {
+    if (out_.empty()) {
+      writing_ = false;
+      if (closing_) Close();
+      return;
+    }
+    writing_ = true;
+    net::async_write(stream_, net::buffer(out_.front()),
+                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                       self->writing_ = false;
+                       self->out_.pop_front();  // the buffer just written (kept until now, even if gone)
+                       if (self->gone_) {
+                         self->out_.clear();
+                         return;
+                       }
+                       if (ec) return self->Gone();
+                       self->WriteNext();
+                     });
+  }
+  // The client went away (a read or write failed) before the answer ended.
+  void Gone() {
+    if (gone_) return;
+    gone_ = true;
+    if (!writing_) out_.clear();  // a write in flight still owns out_.front()
+    if (auto cb = std::move(on_gone_)) cb();
+    Close();
+  }
+  // While an asynchronous answer is pending: notice the client closing.
+  void WatchForClose() {
+    stream_.async_read_some(watch_buf_.prepare(4096), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      if (ec) {
+        // The client closed: before the whole answer was queued it is gone;
+        // after, it just read the answer and left (writes still in flight
+        // finish or fail on their own).
+        if (!self->closing_) self->Gone();
+        return;
+      }
+      self->watch_buf_.consume(n);  // anything more (a pipelined request) is not served: we close after this answer
+      self->WatchForClose();
+    });
+  }
+
+  void OnHeader(beast::error_code ec, std::size_t) {
+    if (ec) return OnRead(ec, 0);
+    auto t = parser_->get().target();
+    route_ = srv_->FindRoute(std::string_view(t.data(), t.size()), listener_);
+    if (route_) parser_->body_limit(route_->body_limit);
+    if (route_ && !parser_->is_done() && beast::iequals(parser_->get()[http::field::expect], "100-continue")) {
+      // curl waits a second for this before sending a body over 1 KiB.
+      static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      beast::error_code wec;
+      net::write(stream_.socket(), net::buffer(kContinue, sizeof kContinue - 1), wec);
+    }
+    if (parser_->is_done()) return OnRead({}, 0);
     http::async_read(stream_, buf_, *parser_, beast::bind_front_handler(&Session::OnRead, shared_from_this()));
   }
 
- private:
   void OnRead(beast::error_code ec, std::size_t) {
     if (ec) {  // end of stream, timeout, oversized request, garbage
       if (ec != http::error::end_of_stream && ec != beast::error::timeout)
@@ -92,6 +228,7 @@ class Session : public std::enable_shared_from_this<Session> {
     r.target = std::string(req.target());
     r.accept_encoding = std::string(req[http::field::accept_encoding]);
     r.listener = listener_;
+    if (route_ != nullptr) return Dispatch(std::move(r));
     HttpResponse out;
     try {
       out = srv_->handler(r);
@@ -112,6 +249,8 @@ class Session : public std::enable_shared_from_this<Session> {
                       beast::bind_front_handler(&Session::OnWrite, shared_from_this(), !res_.keep_alive()));
   }
 
+  void Dispatch(HttpRequest r);
+
   void OnWrite(bool close, beast::error_code ec, std::size_t) {
     if (ec || close) return Close();
     Read();
@@ -126,10 +265,61 @@ class Session : public std::enable_shared_from_this<Session> {
   Stream stream_;
   HttpServer::Impl* srv_;
   Listener listener_;
-  beast::flat_buffer buf_{kHeaderLimit + kBodyLimit};  // max size: one request
+  beast::flat_buffer buf_;  // the parser enforces the header and body limits
   std::optional<http::request_parser<http::string_body>> parser_;
   http::response<http::string_body> res_;
+  // Asynchronous routes.
+  const AsyncRoute* route_ = nullptr;
+  beast::flat_buffer watch_buf_;
+  std::deque<std::string> out_;  // bytes to write, in order
+  bool writing_ = false, closing_ = false, answered_ = false, streaming_ = false, ended_ = false, gone_ = false;
+  std::function<void()> on_gone_;
 };
+
+// Hands the session's strand every call (the gateway answers from gRPC
+// threads).
+class Responder final : public HttpResponder {
+ public:
+  explicit Responder(std::shared_ptr<Session> s) : s_(std::move(s)) {}
+  ~Responder() override {
+    // Dropped without an end: end the stream, or close a connection that
+    // got no answer at all.
+    net::post(s_->executor(), [s = s_] { s->AsyncFinal(); });
+  }
+  void Reply(HttpResponse r) override {
+    net::post(s_->executor(), [s = s_, r = std::move(r)]() mutable { s->AsyncReply(std::move(r)); });
+  }
+  void StartStream(int status, std::vector<std::pair<std::string, std::string>> headers) override {
+    net::post(s_->executor(), [s = s_, status, h = std::move(headers)]() mutable { s->AsyncStart(status, std::move(h)); });
+  }
+  void Write(std::string chunk) override {
+    net::post(s_->executor(), [s = s_, c = std::move(chunk)]() mutable { s->AsyncWrite(std::move(c)); });
+  }
+  void End(std::vector<std::pair<std::string, std::string>> trailers) override {
+    net::post(s_->executor(), [s = s_, t = std::move(trailers)] { s->AsyncEnd(t); });
+  }
+  void OnClientGone(std::function<void()> cb) override {
+    net::post(s_->executor(), [s = s_, cb = std::move(cb)]() mutable { s->SetOnGone(std::move(cb)); });
+  }
+
+ private:
+  std::shared_ptr<Session> s_;
+};
+
+void Session::Dispatch(HttpRequest r) {
+  auto& req = parser_->get();
+  r.body = std::move(req.body());
+  for (const auto& f : req) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  stream_.expires_never();  // streams last as long as the client stays
+  WatchForClose();
+  auto responder = std::make_shared<Responder>(shared_from_this());
+  try {
+    route_->handler(std::move(r), responder);
+  } catch (const std::exception& e) {
+    LOG_ERROR("http: handler failed", {{"path", std::string(req.target())}, {"error", e.what()}});
+    responder->Reply(HttpResponse{500, {{"Content-Type", "text/plain; charset=utf-8"}}, "Internal Server Error\n"});
+  }
+}
 
 }  // namespace
 
@@ -158,6 +348,10 @@ void HttpServer::Impl::Accept(net::basic_socket_acceptor<Proto>* acc, Listener l
 HttpServer::HttpServer(Handler handler) : impl_(new Impl) { impl_->handler = std::move(handler); }
 
 HttpServer::~HttpServer() { Stop(); }
+
+void HttpServer::Route(std::string prefix, Listener listener, uint64_t body_limit, AsyncHandler handler) {
+  impl_->routes.push_back({std::move(prefix), listener, body_limit, std::move(handler)});
+}
 
 Result<int> HttpServer::Listen(const std::string& host, int port, Listener listener) {
   beast::error_code ec;

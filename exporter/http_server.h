@@ -28,9 +28,28 @@
 
 namespace engram::exporter {
 
+// The answer to a request of an asynchronous route, given later from any
+// thread: either one whole response (Reply), or a stream (StartStream, then
+// Write chunks, then End) sent with Transfer-Encoding: chunked. Either way the
+// connection closes after it (no keep-alive on asynchronous routes).
+class HttpResponder {
+ public:
+  virtual ~HttpResponder() = default;
+  virtual void Reply(HttpResponse r) = 0;
+  virtual void StartStream(int status, std::vector<std::pair<std::string, std::string>> headers) = 0;
+  virtual void Write(std::string chunk) = 0;
+  // Ends the stream, with HTTP trailers if any (announce them in a Trailer
+  // header at StartStream).
+  virtual void End(std::vector<std::pair<std::string, std::string>> trailers = {}) = 0;
+  // cb runs once, on an io thread, if the client closes the connection (or
+  // the server stops) before the response ended. Set it before answering.
+  virtual void OnClientGone(std::function<void()> cb) = 0;
+};
+
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  using AsyncHandler = std::function<void(HttpRequest, std::shared_ptr<HttpResponder>)>;
 
   explicit HttpServer(Handler handler);
   ~HttpServer();  // Stop()s
@@ -41,6 +60,12 @@ class HttpServer {
   // literal, or empty for all interfaces; port 0 picks one). Requests on it
   // are tagged with `listener`. Returns the bound port.
   Result<int> Listen(const std::string& host, int port, Listener listener);
+
+  // Requests on `listener` whose path is prefix or starts with prefix + "/"
+  // go to handler instead (bodies up to body_limit bytes; no I/O timeout
+  // once the request is read: streams last as long as the client stays).
+  // Before Start().
+  void Route(std::string prefix, Listener listener, uint64_t body_limit, AsyncHandler handler);
 
   // Starts serving (the io threads).
   void Start();

@@ -44,14 +44,17 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_ETCD_SRC = "/usr/share/gocode/src/go.etcd.io/etcd"
 OUR_FILES = ["mvccpb/kv.proto", "authpb/auth.proto", "etcdserverpb/rpc.proto",
-             "engrampb/internal.proto"]
+             "engrampb/internal.proto", "v3lockpb/v3lock.proto", "v3electionpb/v3election.proto"]
 # etcd 3.4 file -> the path its importers use for it.
 ETCD_FILES = {
     "mvcc/mvccpb/kv.proto": "etcd/mvcc/mvccpb/kv.proto",
     "auth/authpb/auth.proto": "etcd/auth/authpb/auth.proto",
     "etcdserver/etcdserverpb/rpc.proto": "etcd/etcdserver/etcdserverpb/rpc.proto",
+    "etcdserver/api/v3lock/v3lockpb/v3lock.proto": "etcd/etcdserver/api/v3lock/v3lockpb/v3lock.proto",
+    "etcdserver/api/v3election/v3electionpb/v3election.proto":
+        "etcd/etcdserver/api/v3election/v3electionpb/v3election.proto",
 }
-ETCD_PACKAGES = ("etcdserverpb", "mvccpb", "authpb")
+ETCD_PACKAGES = ("etcdserverpb", "mvccpb", "authpb", "v3lockpb", "v3electionpb")
 SKIP = 77  # exit status when the etcd 3.4 reference is not installed (ctest: skipped)
 
 # ---------------------------------------------------------------------------
@@ -128,6 +131,8 @@ ENGRAMPB_FIELDS = [
      ".engrampb.MemberAttributes", "request"),
     ("engrampb.InternalRequest", "cluster_version", 11, "message", "optional",
      ".engrampb.ClusterVersion", "request"),
+    ("engrampb.InternalRequest", "lease_checkpoint", 12, "message", "optional",
+     ".etcdserverpb.LeaseCheckpointRequest", "request"),
     ("engrampb.MemberAttributes", "member_id", 1, "uint64", "optional", "", None),
     ("engrampb.MemberAttributes", "name", 2, "string", "optional", "", None),
     ("engrampb.MemberAttributes", "client_urls", 3, "string", "repeated", "", None),

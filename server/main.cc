@@ -29,6 +29,7 @@
 #include "exporter/exporter.h"
 #include "exporter/health_probe.h"
 #include "exporter/http_server.h"
+#include "server/gateway/gateway.h"
 #include "server/config.h"
 #include "server/grpc_metrics.h"
 #include "server/listener.h"
@@ -316,6 +317,19 @@ int Run(int argc, char** argv) {
   exporter::Exporter metrics_exporter(kv.get(), &rpc_probe, &health_probe, {cfg.metrics == "extensive"});
   // ---- end metrics exporter
   http_ctx = std::make_unique<exporter::KvContext>(kv.get(), [&] { return metrics_exporter.RenderText(); });
+  // ---- the gRPC-JSON gateway (server/gateway/gateway.h) on the client URLs ----
+  grpc::ChannelArguments gw_args;
+  gw_args.SetMaxReceiveMessageSize(-1);
+  gw_args.SetMaxSendMessageSize(-1);
+  gateway::Gateway gw(grpc_server->InProcessChannel(gw_args), cfg.max_concurrent_streams);
+  // A JSON body carries the request in base64 (4/3) plus field names.
+  const uint64_t gw_body_limit = 2 * cfg.max_request_bytes + (1u << 20);
+  for (const auto& prefix : gateway::Gateway::Prefixes()) {
+    http.Route(prefix, exporter::Listener::kClient, gw_body_limit,
+               [&gw](exporter::HttpRequest req, std::shared_ptr<exporter::HttpResponder> out) {
+                 gw.Handle(std::move(req), std::move(out));
+               });
+  }
   http.Start();
   (*client_listener)->Start({
       [srv = grpc_server.get()](int fd) { grpc::AddInsecureChannelFromFd(srv, fd); },
@@ -340,6 +354,7 @@ int Run(int argc, char** argv) {
   // more HTTP, give in-flight RPCs a moment to finish, then cancel them.
   (*client_listener)->Stop();
   http.Stop();
+  gw.Shutdown();        // gateway calls (watch streams through it) end first
   services.Shutdown();  // watch streams never end by themselves
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   kv->Stop();

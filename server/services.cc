@@ -21,6 +21,7 @@ grpc::Status ToGrpc(const Status& s) {
     case Code::kDataLoss:
     case Code::kCorruption: c = StatusCode::DATA_LOSS; break;
     case Code::kAborted: c = StatusCode::ABORTED; break;
+    case Code::kUnknown: c = StatusCode::UNKNOWN; break;
     default: c = StatusCode::INTERNAL; break;
   }
   return grpc::Status(c, s.message());
@@ -94,7 +95,9 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   resp->set_islearner(false);
   resp->set_storageversion(kv::kStorageVersion);
   resp->set_dbsizequota(kv_->options().quota_bytes);
-  // etcd lists the active alarms as errors ("memberID:<id> alarm:NOSPACE ").
+  // etcd lists "no leader" and the active alarms as errors
+  // ("memberID:<id> alarm:NOSPACE ").
+  if (st.leader == 0) resp->add_errors("etcdserver: no leader");
   for (const auto& a : kv_->Alarms()) resp->add_errors(kv::AlarmText(a));
   r->Finish(grpc::Status::OK);
   return r;
@@ -119,6 +122,30 @@ grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerCon
   return r;
 }
 
+grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* ctx, const etcdserverpb::HashRequest*,
+                                                   etcdserverpb::HashResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(kv_->Hash(resp)));
+  return r;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext* ctx,
+                                                     const etcdserverpb::HashKVRequest* req,
+                                                     etcdserverpb::HashKVResponse* resp) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpc(kv_->HashKV(req->revision(), resp)));
+  return r;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::MoveLeader(grpc::CallbackServerContext* ctx,
+                                                         const etcdserverpb::MoveLeaderRequest* req,
+                                                         etcdserverpb::MoveLeaderResponse*) {
+  auto* r = ctx->DefaultReactor();
+  // etcd answers an empty MoveLeaderResponse (no header).
+  r->Finish(ToGrpc(kv_->MoveLeader(req->targetid())));
+  return r;
+}
+
 grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* ctx,
                                                      const etcdserverpb::MemberListRequest*,
                                                      etcdserverpb::MemberListResponse* resp) {
@@ -137,7 +164,9 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
   return r;
 }
 
-Services::Services(kv::KvServer* kv) : kv_(kv), maintenance_(kv), cluster_(kv), watch_(kv), lease_(kv) {}
+Services::Services(kv::KvServer* kv)
+    : kv_(kv), maintenance_(kv), cluster_(kv), watch_(kv), lease_(kv), concurrency_(kv), lock_(&concurrency_),
+      election_(&concurrency_) {}
 
 void Services::Register(grpc::ServerBuilder& b) {
   b.RegisterService(&kv_);
@@ -145,6 +174,8 @@ void Services::Register(grpc::ServerBuilder& b) {
   b.RegisterService(&cluster_);
   b.RegisterService(&watch_);
   b.RegisterService(&lease_);
+  b.RegisterService(&lock_);
+  b.RegisterService(&election_);
   b.RegisterService(&auth_);
 }
 

@@ -2,7 +2,9 @@
 // gRPC status with etcd's codes and texts. No logic of their own beyond that.
 //
 // Served: KV (all), Maintenance.Status, Maintenance.Alarm (get, activate,
-// deactivate) and Maintenance.Defragment, Cluster.MemberList, Watch (server/watch_service.h).
+// deactivate) and Maintenance.Defragment, Cluster.MemberList, Watch
+// (server/watch_service.h), Lease (server/lease_service.h), v3lock and
+// v3election (server/concurrency_service.h).
 // Every other method of etcd's services answers UNIMPLEMENTED (the generated
 // base class does that).
 #pragma once
@@ -13,6 +15,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
+#include "server/concurrency_service.h"
 #include "server/lease_service.h"
 #include "server/watch_service.h"
 #include "src/kv/server.h"
@@ -48,6 +51,12 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
                                   etcdserverpb::AlarmResponse*) override;
   grpc::ServerUnaryReactor* Defragment(grpc::CallbackServerContext*, const etcdserverpb::DefragmentRequest*,
                                        etcdserverpb::DefragmentResponse*) override;
+  grpc::ServerUnaryReactor* Hash(grpc::CallbackServerContext*, const etcdserverpb::HashRequest*,
+                                 etcdserverpb::HashResponse*) override;
+  grpc::ServerUnaryReactor* HashKV(grpc::CallbackServerContext*, const etcdserverpb::HashKVRequest*,
+                                   etcdserverpb::HashKVResponse*) override;
+  grpc::ServerUnaryReactor* MoveLeader(grpc::CallbackServerContext*, const etcdserverpb::MoveLeaderRequest*,
+                                       etcdserverpb::MoveLeaderResponse*) override;
 
  private:
   kv::KvServer* kv_;
@@ -71,6 +80,7 @@ class Services {
   // Ends streams that would otherwise hold grpc::Server::Shutdown for its
   // whole grace period (watches, lease keepalives). Call right before it.
   void Shutdown() {
+    concurrency_.Stop();  // waiting Lock/Campaign/Observe calls
     watch_.Shutdown();
     lease_.Shutdown();
   }
@@ -81,6 +91,9 @@ class Services {
   ClusterService cluster_;
   WatchService watch_;                              // server/watch_service.h
   LeaseService lease_;                              // server/lease_service.h
+  concurrency::Service concurrency_;                // src/concurrency
+  LockService lock_;                                // server/concurrency_service.h
+  ElectionService election_;
   etcdserverpb::Auth::CallbackService auth_;        // UNIMPLEMENTED until auth lands
 };
 

@@ -31,6 +31,7 @@ enum class Code : int {
   kCancelled,
   kDeadlineExceeded,
   kDataLoss,
+  kUnknown,             // a plain error of etcd's (gRPC Unknown), e.g. "election: not leader"
 };
 
 class [[nodiscard]] Status {
@@ -50,6 +51,8 @@ class [[nodiscard]] Status {
   static Status Aborted(std::string m) { return {Code::kAborted, std::move(m)}; }
   static Status Unimplemented(std::string m) { return {Code::kUnimplemented, std::move(m)}; }
   static Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+  static Status Cancelled(std::string m) { return {Code::kCancelled, std::move(m)}; }
+  static Status Unknown(std::string m) { return {Code::kUnknown, std::move(m)}; }
   // IOError from errno, e.g. Status::Errno("fdatasync", path, errno).
   static Status Errno(const std::string& what, const std::string& path, int err);
 

@@ -549,6 +549,34 @@ void KvServer::LeaseRenew(int64_t id, std::function<void(Result<int64_t>)> done)
   done(lessor_->Renew(id, Clock::now()));
 }
 
+Status KvServer::HashKV(int64_t rev, etcdserverpb::HashKVResponse* resp) const {
+  auto r = store_->HashKV(rev);
+  if (!r.ok()) return errors::FromMvcc(r.status());
+  resp->mutable_header()->set_revision(r->revision);
+  FillHeader(resp->mutable_header());
+  resp->set_hash(r->hash);
+  resp->set_compact_revision(r->compact_revision);
+  // hash_revision is a 3.6 field: a 3.4/3.5 member leaves it out.
+  if (EmulatedVersion().cluster >= "3.6") resp->set_hash_revision(r->hash_revision);
+  return Status::OK();
+}
+
+Status KvServer::Hash(etcdserverpb::HashResponse* resp) const {
+  auto h = store_->HashAll();
+  if (!h.ok()) return errors::FromMvcc(h.status());
+  FillHeader(resp->mutable_header());
+  resp->set_hash(*h);
+  return Status::OK();
+}
+
+Status KvServer::MoveLeader(uint64_t target) const {
+  // etcd: only the leader transfers; to itself it is done at once; a target
+  // that is not a member is a bad transferee.
+  if (leader_.load() != member_id_) return Status::FailedPrecondition("etcdserver: not leader");
+  if (target == member_id_) return Status::OK();
+  return Status::FailedPrecondition("etcdserver: bad leader transferee");
+}
+
 Result<int64_t> KvServer::LeaseRenew(int64_t id) {
   Result<int64_t> out = errors::Stopped();
   Status s = Await([&](Done d) {

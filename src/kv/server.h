@@ -263,6 +263,11 @@ class KvServer {
   void FillHeader(etcdserverpb::ResponseHeader* h) const;
 
   StatusInfo GetStatus() const;
+  // Maintenance.HashKV / Hash (local reads, src/mvcc/hash.cc) and
+  // MoveLeader (a single member: only itself is a valid transferee).
+  Status HashKV(int64_t rev, etcdserverpb::HashKVResponse* resp) const;
+  Status Hash(etcdserverpb::HashResponse* resp) const;
+  Status MoveLeader(uint64_t target) const;
   std::vector<MemberInfo> Members() const;
   // ---- alarms, quota, defragmentation (src/kv/alarms.h) ----
   // Maintenance.Alarm: GET / ACTIVATE / DEACTIVATE, all through raft as in

@@ -1,4 +1,5 @@
 #include "src/mvcc/store.h"
+#include "src/mvcc/read_txn.h"
 
 #include <fcntl.h>
 #include <lmdb.h>
@@ -100,35 +101,6 @@ void Store::UnlockEnvShared(int token) const {
 
 // RAII handle on a pooled read transaction. Holds env_mu_ shared while it has
 // a transaction (Defrag must not close the environment under it).
-class Store::ReadTxn {
- public:
-  explicit ReadTxn(const Store* s) : s_(s) {}
-  ~ReadTxn() {
-    if (t_) {
-      s_->ReleaseReadTxn(t_);
-      s_->UnlockEnvShared(env_token_);
-    }
-  }
-  ReadTxn(const ReadTxn&) = delete;
-  ReadTxn& operator=(const ReadTxn&) = delete;
-  Status Acquire() {
-    int token = s_->LockEnvShared();
-    Result<MDB_txn*> r = s_->AcquireReadTxn();
-    if (!r.ok()) {
-      s_->UnlockEnvShared(token);
-      return r.status();
-    }
-    t_ = r.value();
-    env_token_ = token;
-    return Status::OK();
-  }
-  MDB_txn* get() const { return t_; }
-
- private:
-  const Store* s_;
-  MDB_txn* t_ = nullptr;
-  int env_token_ = 0;
-};
 
 Result<MDB_txn*> Store::AcquireReadTxn() const {
   MDB_txn* t = nullptr;

@@ -95,6 +95,8 @@ struct KeyValueRef {
   KeyValue ToKeyValue(bool keys_only = false) const {
     return KeyValue{std::string(key), keys_only ? std::string() : std::string(value), create_revision,
                     mod_revision, version, lease};
+// mvccpb.KeyValue bytes as etcd marshals them (HashKV); a delete is the key alone.
+std::string EtcdKeyValueBytes(const KeyValueRef& kv, bool tombstone);
   }
 };
 // Return false to stop the scan.
@@ -184,6 +186,26 @@ class Store {
   // (revisions from the compact revision on are complete, as in etcd, except
   // tombstones at exactly the compact revision); Unavailable as Range.
   Result<int64_t> ScanEvents(int64_t from_rev, int64_t to_rev, const EventScanFn& fn) const;
+
+  // etcd's HashKV (mvcc HashByRev, docs/design/maintenance.md): CRC-32C over
+  // "key" and, in revision order, every record with main revision <= rev in
+  // etcd's encoding (17-byte revision key + 't' for a delete; the marshalled
+  // mvccpb.KeyValue), records at or below the compact revision only if a
+  // compaction at rev would keep them. So members with the same history hash
+  // the same, and equal to etcd for that history. rev 0 = current.
+  // compact_revision is -1 if the store was never compacted. Errors as
+  // Range (3.4.23: rev <= compact revision is "compacted").
+  struct HashKVResult {
+    uint32_t hash = 0;
+    int64_t compact_revision = -1;
+    int64_t revision = 0;       // the store's revision (header)
+    int64_t hash_revision = 0;  // the revision hashed
+  };
+  Result<HashKVResult> HashKV(int64_t rev) const;
+  // Maintenance.Hash: CRC-32C of the whole backend's contents (every record
+  // of the key db and every meta entry but the consistent index, in key
+  // order). Engram's own encoding, so only Engram members compare equal.
+  Result<uint32_t> HashAll() const;
 
   int64_t Rev() const;         // last committed revision
   int64_t CompactRev() const;  // 0 until the first compaction
