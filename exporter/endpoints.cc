@@ -324,6 +324,39 @@ std::vector<std::pair<std::string, std::string>> ParseQuery(const std::string& q
   return out;
 }
 
+// Go's path.Clean, keeping a trailing slash (net/http's cleanPath).
+std::string CleanPath(const std::string& p) {
+  if (p.empty()) return "/";
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i < p.size()) {
+    size_t j = p.find('/', i);
+    if (j == std::string::npos) j = p.size();
+    std::string seg = p.substr(i, j - i);
+    if (seg == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!seg.empty() && seg != ".") {
+      parts.push_back(seg);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (const auto& s : parts) out += "/" + s;
+  if (out.empty()) out = "/";
+  if (p.back() == '/' && out != "/") out += "/";
+  return out;
+}
+
+HttpResponse Redirect(const HttpRequest& req, const std::string& location) {
+  // net/http's Redirect: an HTML note only for GET and HEAD.
+  HttpResponse r{301, {{"Location", location}}, ""};
+  if (req.method == "GET" || req.method == "HEAD") {
+    r.headers.emplace_back("Content-Type", "text/html; charset=utf-8");
+    r.body = "<a href=\"" + location + "\">Moved Permanently</a>.\n\n";
+  }
+  return r;
+}
+
 HttpResponse Handle(const HttpRequest& req, EndpointContext& ctx, HealthProbe& probe) {
   std::string path = req.target, rawq;
   size_t q = path.find('?');
@@ -333,6 +366,13 @@ HttpResponse Handle(const HttpRequest& req, EndpointContext& ctx, HealthProbe& p
   }
   std::string decoded;
   if (Unescape(path, false, &decoded)) path = decoded;
+  // Go's ServeMux answers an unclean path ("//v3/kv/range", "/a/../b") with a
+  // redirect to the clean one, on every route (etcd's client and metrics
+  // URLs alike).
+  if (req.method != "CONNECT" && !path.empty() && path[0] == '/') {
+    const std::string clean = CleanPath(path);
+    if (clean != path) return Redirect(req, clean + (q != std::string::npos ? "?" + rawq : ""));
+  }
   auto query = ParseQuery(rawq);
   bool get = req.method == "GET";
   bool get_or_head = get || req.method == "HEAD";

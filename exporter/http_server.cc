@@ -99,54 +99,62 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   // ---- asynchronous routes (HttpResponder); all on the strand ----
-  void AsyncReply(HttpResponse r) {
-    if (answered_ || gone_) return;
+  // Each request dispatched gets a generation: calls from the responder of
+  // an earlier request on the same (keep-alive) connection are ignored.
+  void AsyncReply(uint64_t g, HttpResponse r) {
+    if (g != gen_ || answered_ || gone_) return;
     answered_ = true;
     std::string out = StatusLine(r.status);
     for (auto& [k, v] : r.headers) out += k + ": " + v + "\r\n";
-    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\nConnection: close\r\n\r\n";
+    out += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
+    if (!keep_alive_) out += "Connection: close\r\n";
+    out += "\r\n";
     out += r.body;
     Queue(std::move(out), /*last=*/true);
   }
-  void AsyncStart(int status, std::vector<std::pair<std::string, std::string>> headers) {
-    if (answered_ || gone_) return;
+  void AsyncStart(uint64_t g, int status, std::vector<std::pair<std::string, std::string>> headers) {
+    if (g != gen_ || answered_ || gone_) return;
     answered_ = true;
     streaming_ = true;
     std::string out = StatusLine(status);
     for (auto& [k, v] : headers) out += k + ": " + v + "\r\n";
-    out += "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    out += "Transfer-Encoding: chunked\r\n";
+    if (!keep_alive_) out += "Connection: close\r\n";
+    out += "\r\n";
     Queue(std::move(out), false);
   }
-  void AsyncWrite(std::string chunk) {
-    if (!streaming_ || ended_ || gone_ || chunk.empty()) return;
+  void AsyncWrite(uint64_t g, std::string chunk) {
+    if (g != gen_ || !streaming_ || ended_ || gone_ || chunk.empty()) return;
     char len[24];
     std::snprintf(len, sizeof len, "%zx\r\n", chunk.size());
     Queue(std::string(len) + chunk + "\r\n", false);
   }
-  void AsyncEnd(const std::vector<std::pair<std::string, std::string>>& trailers = {}) {
-    if (!streaming_ || ended_ || gone_) return;
+  void AsyncEnd(uint64_t g, const std::vector<std::pair<std::string, std::string>>& trailers = {}) {
+    if (g != gen_ || !streaming_ || ended_ || gone_) return;
     ended_ = true;
     std::string last = "0\r\n";
     for (const auto& [k, v] : trailers) last += k + ": " + v + "\r\n";
     Queue(last + "\r\n", true);
   }
-  void AsyncFinal() {
-    if (!answered_) {
+  void AsyncFinal(uint64_t g) {
+    if (g != gen_) return;
+    if (!answered_) {  // dropped unanswered: close the connection
       answered_ = true;
+      keep_alive_ = false;
       closing_ = true;
       if (!writing_) Close();
       return;
     }
-    AsyncEnd();
+    AsyncEnd(g);
   }
-  void SetOnGone(std::function<void()> cb) {
+  void SetOnGone(uint64_t g, std::function<void()> cb) {
+    if (g != gen_) return;
     if (gone_) {
       if (cb) cb();
       return;
     }
     on_gone_ = std::move(cb);
   }
-  bool gone() const { return gone_; }
 
  private:
   static std::string StatusLine(int status) {
@@ -162,7 +170,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void WriteNext() {
     if (out_.empty()) {
       writing_ = false;
-      if (closing_) Close();
+      if (closing_) Finished();
       return;
     }
     writing_ = true;
@@ -178,6 +186,25 @@ class Session : public std::enable_shared_from_this<Session> {
                        self->WriteNext();
                      });
   }
+  // The answer is written: close, or (keep-alive) read the next request once
+  // the close watch has stopped.
+  void Finished() {
+    if (!keep_alive_) return Close();
+    if (watching_) {
+      resume_ = true;
+      beast::error_code ec;
+      stream_.socket().cancel(ec);  // the watch's read ends with operation_aborted, then Resume
+      return;
+    }
+    Resume();
+  }
+  void Resume() {
+    ++gen_;  // the old responder no longer reaches this connection
+    route_ = nullptr;
+    answered_ = streaming_ = ended_ = closing_ = resume_ = false;
+    on_gone_ = nullptr;
+    Read();
+  }
   // The client went away (a read or write failed) before the answer ended.
   void Gone() {
     if (gone_) return;
@@ -187,8 +214,17 @@ class Session : public std::enable_shared_from_this<Session> {
     Close();
   }
   // While an asynchronous answer is pending: notice the client closing.
+  // Bytes that arrive meanwhile (the next request) are kept for the parser.
   void WatchForClose() {
+    watching_ = true;
     stream_.async_read_some(watch_buf_.prepare(4096), [self = shared_from_this()](beast::error_code ec, std::size_t n) {
+      self->watching_ = false;
+      if (n > 0) {  // the next request's first bytes: keep them for the parser
+        self->watch_buf_.commit(n);
+        self->buf_.commit(net::buffer_copy(self->buf_.prepare(n), self->watch_buf_.data()));
+        self->watch_buf_.consume(n);
+      }
+      if (self->resume_) return self->Resume();  // the answer is done: keep-alive
       if (ec) {
         // The client closed: before the whole answer was queued it is gone;
         // after, it just read the answer and left (writes still in flight
@@ -196,7 +232,6 @@ class Session : public std::enable_shared_from_this<Session> {
         if (!self->closing_) self->Gone();
         return;
       }
-      self->watch_buf_.consume(n);  // anything more (a pipelined request) is not served: we close after this answer
       self->WatchForClose();
     });
   }
@@ -273,6 +308,8 @@ class Session : public std::enable_shared_from_this<Session> {
   beast::flat_buffer watch_buf_;
   std::deque<std::string> out_;  // bytes to write, in order
   bool writing_ = false, closing_ = false, answered_ = false, streaming_ = false, ended_ = false, gone_ = false;
+  bool keep_alive_ = false, watching_ = false, resume_ = false;
+  uint64_t gen_ = 0;
   std::function<void()> on_gone_;
 };
 
@@ -280,39 +317,42 @@ class Session : public std::enable_shared_from_this<Session> {
 // threads).
 class Responder final : public HttpResponder {
  public:
-  explicit Responder(std::shared_ptr<Session> s) : s_(std::move(s)) {}
+  Responder(std::shared_ptr<Session> s, uint64_t gen) : s_(std::move(s)), g_(gen) {}
   ~Responder() override {
     // Dropped without an end: end the stream, or close a connection that
     // got no answer at all.
-    net::post(s_->executor(), [s = s_] { s->AsyncFinal(); });
+    net::post(s_->executor(), [s = s_, g = g_] { s->AsyncFinal(g); });
   }
   void Reply(HttpResponse r) override {
-    net::post(s_->executor(), [s = s_, r = std::move(r)]() mutable { s->AsyncReply(std::move(r)); });
+    net::post(s_->executor(), [s = s_, g = g_, r = std::move(r)]() mutable { s->AsyncReply(g, std::move(r)); });
   }
   void StartStream(int status, std::vector<std::pair<std::string, std::string>> headers) override {
-    net::post(s_->executor(), [s = s_, status, h = std::move(headers)]() mutable { s->AsyncStart(status, std::move(h)); });
+    net::post(s_->executor(),
+              [s = s_, g = g_, status, h = std::move(headers)]() mutable { s->AsyncStart(g, status, std::move(h)); });
   }
   void Write(std::string chunk) override {
-    net::post(s_->executor(), [s = s_, c = std::move(chunk)]() mutable { s->AsyncWrite(std::move(c)); });
+    net::post(s_->executor(), [s = s_, g = g_, c = std::move(chunk)]() mutable { s->AsyncWrite(g, std::move(c)); });
   }
   void End(std::vector<std::pair<std::string, std::string>> trailers) override {
-    net::post(s_->executor(), [s = s_, t = std::move(trailers)] { s->AsyncEnd(t); });
+    net::post(s_->executor(), [s = s_, g = g_, t = std::move(trailers)] { s->AsyncEnd(g, t); });
   }
   void OnClientGone(std::function<void()> cb) override {
-    net::post(s_->executor(), [s = s_, cb = std::move(cb)]() mutable { s->SetOnGone(std::move(cb)); });
+    net::post(s_->executor(), [s = s_, g = g_, cb = std::move(cb)]() mutable { s->SetOnGone(g, std::move(cb)); });
   }
 
  private:
   std::shared_ptr<Session> s_;
+  const uint64_t g_;
 };
 
 void Session::Dispatch(HttpRequest r) {
   auto& req = parser_->get();
   r.body = std::move(req.body());
   for (const auto& f : req) r.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  keep_alive_ = req.keep_alive();
   stream_.expires_never();  // streams last as long as the client stays
   WatchForClose();
-  auto responder = std::make_shared<Responder>(shared_from_this());
+  auto responder = std::make_shared<Responder>(shared_from_this(), gen_);
   try {
     route_->handler(std::move(r), responder);
   } catch (const std::exception& e) {

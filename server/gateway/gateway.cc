@@ -1,4 +1,5 @@
 #include "server/gateway/gateway.h"
+#include "server/gateway/gojson.h"
 
 #include <chrono>
 #include <map>
@@ -185,24 +186,11 @@ google::protobuf::util::JsonPrintOptions PrintOptions() {
   return o;
 }
 
-// Parses one JSON value into m; an empty body is an empty request (Go's
-// decoder reports io.EOF, which the gateway accepts).
-grpc::Status ParseJson(const std::string& json, Message* m) {
-  bool blank = true;
-  for (char c : json) blank &= (c == ' ' || c == '\n' || c == '\r' || c == '\t');
-  if (blank) return grpc::Status::OK;
-  // grpc-gateway 1.6.4 reads only the first JSON value and ignores unknown
-  // fields.
-  std::vector<std::string> values;
-  const bool whole = SplitJsonValues(json, &values);
-  if (values.empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        whole ? "unexpected EOF" : "invalid character looking for beginning of value");
-  }
-  google::protobuf::util::JsonParseOptions o;
-  o.ignore_unknown_fields = true;
-  auto st = google::protobuf::util::JsonStringToMessage(values[0], m, o);
-  if (!st.ok()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, std::string(st.message()));
+// Parses the body's first JSON value into m as etcd's gateway does
+// (gojson.h: Go's rules and texts). An empty body is an empty request.
+grpc::Status ParseJson(std::string_view json, Message* m) {
+  std::string err = GoJsonToMessage(json, m);
+  if (!err.empty()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, err);
   return grpc::Status::OK;
 }
 
@@ -232,38 +220,6 @@ const Message* Prototype(const google::protobuf::Descriptor* d) {
 }
 
 }  // namespace
-
-bool SplitJsonValues(const std::string& body, std::vector<std::string>* out) {
-  size_t i = 0;
-  const size_t n = body.size();
-  auto space = [](char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; };
-  while (true) {
-    while (i < n && space(body[i])) ++i;
-    if (i == n) return true;
-    const size_t start = i;
-    if (body[i] != '{' && body[i] != '[') return false;  // requests are objects (what came before is kept)
-    int depth = 0;
-    bool in_str = false;
-    for (; i < n; ++i) {
-      const char c = body[i];
-      if (in_str) {
-        if (c == '\\') ++i;
-        else if (c == '"') in_str = false;
-        continue;
-      }
-      if (c == '"') in_str = true;
-      else if (c == '{' || c == '[') ++depth;
-      else if (c == '}' || c == ']') {
-        if (--depth == 0) {
-          ++i;
-          break;
-        }
-      }
-    }
-    if (depth != 0 || in_str) return false;
-    out->push_back(body.substr(start, i - start));
-  }
-}
 
 // ------------------------------------------------------------------ calls
 
@@ -438,7 +394,19 @@ void Gateway::Shutdown() {
 }
 
 void Gateway::Handle(HttpRequest req, std::shared_ptr<HttpResponder> out) {
-  std::string path = req.target.substr(0, req.target.find('?'));
+  const size_t qpos = req.target.find('?');
+  std::string path = req.target.substr(0, qpos);
+  if (path == "/v3" || path == "/v3alpha") {
+    // Go's ServeMux: "/v3" is answered with a redirect to the "/v3/" subtree.
+    HttpResponse r{301, {{"Location", path + "/" + (qpos != std::string::npos ? req.target.substr(qpos) : "")}}, ""};
+    out->Reply(std::move(r));
+    return;
+  }
+  if (path == "/v3beta") {  // not rewritten by etcd (only "/v3beta/..." is): its "/" handler
+    out->Reply(HttpResponse{404, {{"Content-Type", "text/plain; charset=utf-8"}, {"X-Content-Type-Options", "nosniff"}},
+                            "404 page not found\n"});
+    return;
+  }
   std::string rest;
   for (const auto& p : Prefixes()) {
     if (path.compare(0, p.size(), p) == 0 && path.size() > p.size() && path[p.size()] == '/') {
@@ -496,26 +464,32 @@ void Gateway::Handle(HttpRequest req, std::shared_ptr<HttpResponder> out) {
     return;
   }
 
-  // A stream: every JSON object of the body is one request.
-  std::vector<std::string> values;
-  if (!SplitJsonValues(req.body, &values) && values.empty()) {
-    out->Reply(ErrorResponse(grpc::Status(grpc::StatusCode::UNKNOWN, "unexpected EOF")));
-    return;
-  }
+  // A stream: every JSON value of the body is one request (Go's
+  // json.Decoder); a bad first one fails the call with a plain error (code
+  // 2, HTTP 500), a bad later one ends the input there.
   std::vector<grpc::ByteBuffer> reqs;
-  for (const auto& v : values) {
+  size_t pos = 0;
+  while (true) {
+    std::string_view value;
+    std::string err;
+    if (!NextJsonValue(req.body, &pos, &value, &err) || value.empty()) {
+      if (!err.empty() && reqs.empty()) {
+        out->Reply(ErrorResponse(grpc::Status(grpc::StatusCode::UNKNOWN, err)));
+        return;
+      }
+      break;
+    }
     std::unique_ptr<Message> in(proto->New());
-    grpc::Status parsed = ParseJson(v, in.get());
+    grpc::Status parsed = ParseJson(value, in.get());
     if (!parsed.ok()) {
       if (reqs.empty()) {
-        // grpc-gateway fails the call only on the first request, with a
-        // plain (non-gRPC) error: code 2, HTTP 500.
         out->Reply(ErrorResponse(grpc::Status(grpc::StatusCode::UNKNOWN, parsed.error_message())));
         return;
       }
       break;
     }
     reqs.push_back(ToBuffer(*in));
+    if (!m->client_streaming()) break;  // a server stream takes one request
   }
   if (!m->client_streaming() && reqs.empty()) {
     std::unique_ptr<Message> in(proto->New());

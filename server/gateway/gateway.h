@@ -76,9 +76,4 @@ class Gateway {
   bool shutdown_ = false; // guarded by mu_
 };
 
-// Splits a request body into its top-level JSON values (a stream's body may
-// hold several, concatenated or on separate lines). Returns false if the
-// body does not end at a value's end (truncated or not JSON).
-bool SplitJsonValues(const std::string& body, std::vector<std::string>* out);
-
 }  // namespace engram::server::gateway

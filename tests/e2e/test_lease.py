@@ -44,12 +44,23 @@ import unittest
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 
+# gRPC and the harness's fork+preexec_fn (PR_SET_PDEATHSIG) do not mix: grpcio's
+# core is built with fork support on by default, and its pthread_atfork
+# handler then joins gRPC's executor threads inside fork(), which can hang the
+# parent for good (seen here about one run in three: the test stuck in
+# subprocess's _fork_exec starting an etcdctl). Fork support off, and gRPC kept
+# initialised for the whole run (no shutdown/init cycle between tests, which
+# can otherwise abort in thread_pool.cc with fork support off), made 22 of 22
+# stress runs pass. Must be set before grpc is imported.
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+
 try:
     import etcd3
     import grpc
     from etcd3 import etcdrpc
     from google.protobuf import json_format
     _ETCD3_ERROR = None
+    _GRPC_KEEP_INITIALISED = grpc.insecure_channel("127.0.0.1:9")   # never used: keeps gRPC initialised
 except ImportError as e:   # e.g. a pyenv python without Debian's dist-packages
     if (os.path.realpath(sys.executable) != os.path.realpath(SYSTEM_PYTHON) and os.path.exists(SYSTEM_PYTHON)
             and os.environ.get("E2E_LEASE_REEXEC") != "1" and __name__ == "__main__"):
@@ -76,6 +87,14 @@ def prefix_end(p):
 
 # ---------------------------------------------------------------------------
 # Canonical text of python3-etcd3 results (protobuf messages, gRPC errors)
+
+NOTES = []
+
+
+def note(text):
+    """A measurement worth seeing (printed at the end, not a check)."""
+    NOTES.append(text)
+
 
 def canon(obj):
     if json_format is not None and hasattr(obj, "DESCRIPTOR") and hasattr(obj, "ListFields"):
@@ -242,6 +261,11 @@ class LeaseCase(CompareCase):
                         c.close()
                 except Exception:
                     pass
+
+    def _reconnect_one(self, srv):
+        for c in [srv.client] + srv.extra_clients:
+            c.close()
+        self._connect(srv)
 
     def reconnect(self):
         """New clients after a restart (a channel to a dead server backs off)."""
@@ -789,6 +813,7 @@ class ExpiryTest(LeaseCase):
             try:
                 evs = w.wait_events(5, timeout=ttl + WAIT)
                 gone = time.time() - granted_at
+                notes[s] = "%.1fs" % gone
                 self.expect(s, len(evs) == 5, "5 DELETE events from the expiries, got %d" % len(evs))
                 self.expect(s, gone >= ttl - 1.0, "keys deleted %.1fs after the grant, before the TTL of %ds"
                             % (gone, ttl))
@@ -818,11 +843,15 @@ class ExpiryTest(LeaseCase):
                         "groups": sorted((group(g) for g in by_rev.values()), key=json.dumps)}
             finally:
                 w.close()
+        notes = {}
         r, g = self.both(run)
         self.same(r, g, "watch events of the expiries (grouped by revision)")
+        note("TTL %d expiry seen by the watcher at most: etcd %s, %s %s after the grant"
+             % (ttl, notes.get(self.ref), self.sut.label, notes.get(self.sut)))
         self.ctl2("lease", "timetolive", lease.arg())                  # "already expired"
         self.ctl2("lease", "timetolive", lease.arg(), "-w", "json")
-        self.py("LeaseTimeToLive after expiry (TTL -1)", lambda s: self.ttl_info(s, lease[s]))
+        ref, _ = self.py("LeaseTimeToLive after expiry (TTL -1)", lambda s: self.ttl_info(s, lease[s]))
+        self.assertEqual((ref.TTL, ref.grantedTTL), (-1, 0), "test bug: etcd's TimeToLive after expiry")
         self.ctl2("lease", "list")
         self.py("refresh_lease(expired)", lambda s: list(s.client.refresh_lease(lease[s])))
         self.ctl2("lease", "keep-alive", "--once", other.arg(), expect_rc=2,
@@ -848,39 +877,60 @@ class RestartTest(LeaseCase):
         self.ctl2("put", "r/b1", "v", short.flag())
         self.ok("put", "r/plain", "v")
         time.sleep(self.WAIT_BEFORE)   # the point of the test: time passes before the restart
-        self.pair.restart(kill=kill)
-        started = time.time()
-        self.reconnect()
+        self.py("TimeToLive before the restart", lambda s: self.ttl_info(s, long_[s], keys=False).TTL)
 
         def after(s):
+            # each server restarted on its own (both at once), so the times
+            # below count from that server's own readiness
+            if kill:
+                s.kill()
+            else:
+                self.expect(s, s.stop() == 0, "exit code after SIGTERM: %s" % s.proc.returncode)
+            s.start()
+            started = time.time()
+            self._reconnect_one(s)
             out = {}
             info = self.ttl_info(s, long_[s])
+            # etcd: every lease gets TTL + election timeout (1 s) at the leader's
+            # promotion, so right after the start TimeToLive shows the full TTL
+            # (31 s - a little, truncated); leases.md A.5 [obs: remaining(20s)
+            # for a TTL 20 lease right after a restart]
             self.expect(s, info.TTL >= self.LONG - 1,
-                        "TTL %d lease %.1fs after start: remaining %ds; renewed at start it should be >= %d (full "
-                        "TTL + 1 s)" % (self.LONG, time.time() - started, info.TTL, self.LONG - 1))
-            out["long"] = {"grantedTTL": info.grantedTTL, "keys": sorted(k.decode() for k in info.keys)}
+                        "TTL %d lease %.1fs after start: remaining %ds; renewed at start it should be >= %d"
+                        % (self.LONG, time.time() - started, info.TTL, self.LONG - 1))
+            out["long"] = {"TTL": info.TTL, "grantedTTL": info.grantedTTL,
+                           "keys": sorted(k.decode() for k in info.keys)}
             sinfo = self.ttl_info(s, short[s])
             self.expect(s, sinfo.TTL >= self.SHORT - 1,
                         "TTL %d lease %.1fs after start: remaining %ds; renewed at start it should be >= %d"
                         % (self.SHORT, time.time() - started, sinfo.TTL, self.SHORT - 1))
-            out["short"] = {"grantedTTL": sinfo.grantedTTL, "keys": sorted(k.decode() for k in sinfo.keys)}
+            out["short"] = {"TTL": sinfo.TTL, "grantedTTL": sinfo.grantedTTL,
+                            "keys": sorted(k.decode() for k in sinfo.keys)}
             out["keys_at_start"] = self.keys_under(s, "r/")
             out["leases_at_start"] = sorted(self.lease_list(s))
             # the short lease expires again, counted from the start (TTL + 1 s), not before
             harness.wait_until(lambda: "r/b1" not in self.keys_under(s, "r/"), self.SHORT + WAIT,
                                "%s: the short lease's key to expire after the restart" % s.label)
             gone = time.time() - started
-            self.expect(s, gone >= self.SHORT - 1.0,
-                        "the TTL %d lease expired %.1fs after the restart: it was not renewed at start"
-                        % (self.SHORT, gone))
+            self.expect(s, gone >= self.SHORT + PROMOTE_EXTEND - 0.7,
+                        "the TTL %d lease expired %.1fs after the server was ready again; etcd: TTL + %.0f s "
+                        "(the promotion's extension) + up to 0.5 s" % (self.SHORT, gone, PROMOTE_EXTEND))
             self.expect(s, gone <= self.SHORT + PROMOTE_EXTEND + 3.0,
                         "the TTL %d lease expired only %.1fs after the restart" % (self.SHORT, gone))
             out["keys_after_expiry"] = self.keys_under(s, "r/")
             out["short_after"] = self.ttl_info(s, short[s])
             out["leases_after"] = sorted(self.lease_list(s))
+            notes[s] = "TTL %d lease at %ds, TTL %d lease at %ds and expired %.1fs after ready" % (
+                self.LONG, info.TTL, self.SHORT, sinfo.TTL, gone)
             return out
+        notes = {}
         r, g = self.both(after)
-        self.same(r, g, "leases after the restart")
+        for s in self.servers:
+            s.discover_ids()
+        self.same(r, g, "leases after the restart (remaining TTL read right after the start)")
+        self.assertEqual(r["short_after"].TTL, -1, "test bug: etcd's TimeToLive of the expired lease")
+        note("restart (%s): etcd %s; %s %s" % ("kill -9" if kill else "SIGTERM", notes.get(self.ref),
+                                              self.sut.label, notes.get(self.sut)))
         self.py("refresh_lease after the restart", lambda s: list(s.client.refresh_lease(long_[s])))
         self.ctl2("lease", "keep-alive", "--once", long_.arg())
         self.ctl2("lease", "timetolive", long_.arg(), "--keys", "-w", "json",
@@ -950,8 +1000,8 @@ class TenThousandKeysTest(LeaseCase):
                     "first": event_tuple(evs[0]) if evs else None, "last": event_tuple(evs[-1]) if evs else None}
         r, g = self.both(check, parallel=False)
         self.same(r, g, "watch of the %d-key revoke" % self.N)
-        sys.stderr.write("\n  [10k-key revoke: etcd %.0f ms, %s %.0f ms] " % (t[self.ref][1] * 1000, self.sut.label,
-                                                                            t[self.sut][1] * 1000))
+        note("10k-key LeaseRevoke: etcd %.0f ms, %s %.0f ms" % (t[self.ref][1] * 1000, self.sut.label,
+                                                               t[self.sut][1] * 1000))
         self.py("count after the revoke", lambda s: self.count(s, "big/"))
 
 
@@ -1184,6 +1234,8 @@ def main():
     failed = len(res.failed_ids)
     passed = res.testsRun - failed - len(res.skipped)
     sys.stderr.flush()
+    for n in NOTES:
+        print("note: " + n)
     print("ran in %.1fs" % (time.time() - t0))
     print("%d passed, %d failed" % (passed, failed + len(res.skipped)))
     sys.exit(0 if failed == 0 and not res.skipped else 1)
