@@ -93,8 +93,13 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   resp->set_raftappliedindex(st.applied_index);
   resp->set_dbsizeinuse(st.db_size_in_use);
   resp->set_islearner(false);
-  resp->set_storageversion(kv::kStorageVersion);
-  resp->set_dbsizequota(kv_->options().quota_bytes);
+  // Fields 11-13 came with etcd 3.6 (which always sends downgradeInfo); an
+  // emulated 3.4/3.5 member leaves them out, as those versions do.
+  if (kv::EmulatedVersion().cluster >= "3.6") {
+    resp->set_storageversion(kv::kStorageVersion);
+    resp->set_dbsizequota(kv_->options().quota_bytes);
+    resp->mutable_downgradeinfo();
+  }
   // etcd lists "no leader" and the active alarms as errors
   // ("memberID:<id> alarm:NOSPACE ").
   if (st.leader == 0) resp->add_errors("etcdserver: no leader");

@@ -3,6 +3,12 @@
 // server acknowledged is there with its value and that the revision never
 // goes backwards. Repeats for several rounds on the same data dir.
 //
+// Leases ride along: a lease writer grants leases, attaches keys to them and
+// revokes every other one. After each restart every acknowledged grant is
+// there with its acknowledged keys attached, every acknowledged revoke left
+// neither the lease nor any of its keys, and no key in the store points at a
+// lease that does not exist (no key of a revoked lease left behind).
+//
 //   crash_test <path to engram> [rounds] [seed]
 //
 // Ends with a plain "N passed, M failed" line (one check per round).
@@ -21,6 +27,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -132,6 +139,9 @@ int main(int argc, char** argv) {
 
   std::map<std::string, std::string> acked;  // key -> last acknowledged value
   std::mutex acked_mu;
+  // Leases: acknowledged grants -> keys whose put with the lease was acknowledged;
+  // acknowledged revokes -> the keys they had.
+  std::map<int64_t, std::vector<std::string>> lease_live, lease_revoked;
   int64_t max_acked_rev = 0;
   int64_t last_seen_rev = 0;
   int passed = 0, failed = 0;
@@ -183,6 +193,65 @@ int main(int argc, char** argv) {
                     have.size(), static_cast<long>(rev));
       }
     }
+    // 1b. Leases: acknowledged grants, attaches and revokes all held.
+    {
+      auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(srv.cport), grpc::InsecureChannelCredentials());
+      auto lease = etcdserverpb::Lease::NewStub(ch);
+      auto kv = Connect(srv.cport);
+      auto ttl_of = [&](int64_t id, etcdserverpb::LeaseTimeToLiveResponse* out) {
+        etcdserverpb::LeaseTimeToLiveRequest req;
+        req.set_id(id);
+        req.set_keys(true);
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+        return lease->LeaseTimeToLive(&ctx, req, out).ok();
+      };
+      size_t bad = 0;
+      for (const auto& [id, keys] : lease_live) {
+        etcdserverpb::LeaseTimeToLiveResponse t;
+        if (!ttl_of(id, &t) || t.ttl() <= 0) {
+          if (bad++ < 5) std::fprintf(stderr, "round %d: acknowledged lease %lx is gone\n", round, (unsigned long)id);
+          continue;
+        }
+        std::set<std::string> attached(t.keys().begin(), t.keys().end());
+        for (const auto& k : keys)
+          if (!attached.count(k) && bad++ < 5)
+            std::fprintf(stderr, "round %d: key %s is not attached to lease %lx\n", round, k.c_str(), (unsigned long)id);
+      }
+      for (const auto& [id, keys] : lease_revoked) {
+        etcdserverpb::LeaseTimeToLiveResponse t;
+        if (!ttl_of(id, &t) || t.ttl() != -1) {
+          if (bad++ < 5) std::fprintf(stderr, "round %d: revoked lease %lx is back\n", round, (unsigned long)id);
+        }
+      }
+      // No key points at a missing lease (a revoke applies whole or not at all).
+      etcdserverpb::RangeRequest req;
+      req.set_key(std::string(1, '\0'));
+      req.set_range_end(std::string(1, '\0'));
+      etcdserverpb::RangeResponse resp;
+      grpc::ClientContext ctx;
+      std::map<int64_t, bool> exists;
+      size_t leased = 0;
+      if (kv->Range(&ctx, req, &resp).ok()) {
+        for (const auto& k : resp.kvs()) {
+          if (k.lease() == 0) continue;
+          leased++;
+          auto it = exists.find(k.lease());
+          if (it == exists.end()) {
+            etcdserverpb::LeaseTimeToLiveResponse t;
+            it = exists.emplace(k.lease(), ttl_of(k.lease(), &t) && t.ttl() > 0).first;
+          }
+          if (!it->second && bad++ < 5)
+            std::fprintf(stderr, "round %d: key %s is left behind by lease %lx\n", round, k.key().c_str(),
+                         (unsigned long)k.lease());
+        }
+      } else {
+        bad++;
+      }
+      std::printf("round %d: %zu leases and %zu revokes checked, %zu leased keys present\n", round, lease_live.size(),
+                  lease_revoked.size(), leased);
+      if (bad) ok = false;
+    }
     if (round == rounds - 1) {
       ok ? passed++ : failed++;
       srv.Kill9();
@@ -214,6 +283,52 @@ int main(int argc, char** argv) {
         }
       });
     }
+    writers.emplace_back([&] {
+      auto ch = grpc::CreateChannel("127.0.0.1:" + std::to_string(srv.cport), grpc::InsecureChannelCredentials());
+      auto lease = etcdserverpb::Lease::NewStub(ch);
+      auto kv = Connect(srv.cport);
+      auto deadline = [] { return std::chrono::system_clock::now() + std::chrono::seconds(5); };
+      for (int i = 0; !stop.load(); i++) {
+        etcdserverpb::LeaseGrantRequest g;
+        g.set_ttl(3600);  // outlives the test: only revokes remove these
+        etcdserverpb::LeaseGrantResponse gr;
+        grpc::ClientContext gctx;
+        gctx.set_deadline(deadline());
+        if (!lease->LeaseGrant(&gctx, g, &gr).ok()) return;
+        const int64_t id = gr.id();
+        {
+          std::lock_guard<std::mutex> lk(acked_mu);
+          lease_live[id];
+        }
+        for (int j = 0; j < 3; j++) {
+          etcdserverpb::PutRequest p;
+          p.set_key("l" + std::to_string(round) + "-" + std::to_string(i) + "-" + std::to_string(j));
+          p.set_value("leased");
+          p.set_lease(id);
+          etcdserverpb::PutResponse pr;
+          grpc::ClientContext pctx;
+          pctx.set_deadline(deadline());
+          if (!kv->Put(&pctx, p, &pr).ok()) return;
+          std::lock_guard<std::mutex> lk(acked_mu);
+          lease_live[id].push_back(p.key());
+        }
+        if (i % 2 == 1) {
+          etcdserverpb::LeaseRevokeRequest r;
+          r.set_id(id);
+          etcdserverpb::LeaseRevokeResponse rr;
+          grpc::ClientContext rctx;
+          rctx.set_deadline(deadline());
+          {
+            // In flight: neither outcome is known until the answer.
+            std::lock_guard<std::mutex> lk(acked_mu);
+            lease_live.erase(id);
+          }
+          if (!lease->LeaseRevoke(&rctx, r, &rr).ok()) return;
+          std::lock_guard<std::mutex> lk(acked_mu);
+          lease_revoked[id] = {};
+        }
+      }
+    });
     int delay_ms = std::uniform_int_distribution<int>(100, 1500)(rng);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     srv.Kill9();
