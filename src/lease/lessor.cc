@@ -207,6 +207,36 @@ void Lessor::Promote(Clock::time_point now) {
     l.revoking = false;
     ScheduleCheckpointLocked(l, now);
   }
+  // etcd: with as many leases as one second of revokes (1000) or more, the
+  // expiries are spread so that at most 3/4 of the revoke rate (750) fall
+  // in any one-second window, pushing the excess later in proportion.
+  constexpr size_t kRevokeRate = 1000;
+  constexpr double kTarget = kRevokeRate * 3 / 4;
+  if (leases_.size() < kRevokeRate) return;
+  std::vector<Lease*> by_expiry;
+  by_expiry.reserve(leases_.size());
+  for (auto& [id, l] : leases_) by_expiry.push_back(&l);
+  std::sort(by_expiry.begin(), by_expiry.end(), [](const Lease* a, const Lease* b) { return a->expiry < b->expiry; });
+  Clock::duration base = by_expiry[0]->expiry - now;
+  Clock::duration next = base + std::chrono::seconds(1);
+  size_t expires = 0;
+  for (Lease* l : by_expiry) {
+    const Clock::duration remaining = l->expiry - now;
+    if (remaining > next) {
+      base = remaining;
+      next = base + std::chrono::seconds(1);
+      expires = 1;
+      continue;
+    }
+    if (++expires <= static_cast<size_t>(kTarget)) continue;
+    // Pushed back by its share of the overflow, less how far it already is
+    // past the window's start.
+    auto delay = std::chrono::duration_cast<Clock::duration>(
+                     std::chrono::duration<double>(static_cast<double>(expires) / kTarget)) -
+                 (remaining - base);
+    next = base + delay;
+    l->expiry += delay;
+  }
 }
 
 std::vector<std::pair<int64_t, int64_t>> Lessor::DueCheckpoints(Clock::time_point now, size_t limit) {

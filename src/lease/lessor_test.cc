@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+
 namespace engram::lease {
 namespace {
 
@@ -169,6 +171,35 @@ TEST(Lessor, CheckpointsRecordTheRemainingTTLForTheNextPromotion) {
   ASSERT_TRUE(off.Grant(1, 600, T0, &g).ok());
   EXPECT_TRUE(off.DueCheckpoints(T0 + seconds(400), 10).empty());
   EXPECT_FALSE(off.checkpointing());
+}
+
+TEST(Lessor, PromoteSpreadsAThousandSimultaneousExpiries) {
+  // etcd: at most 750 expiries in any one-second window after a promotion
+  // (3/4 of the 1000/s revoke rate), so a restart never floods the revokes.
+  Lessor l(1);
+  int64_t g;
+  for (int64_t id = 1; id <= 3000; id++) ASSERT_TRUE(l.Grant(id, 10, T0, &g).ok());
+  l.Promote(T0 + seconds(100));
+  // Count expiries per second of the next minute.
+  std::map<int64_t, int> per_second;
+  for (int64_t id = 1; id <= 3000; id++) {
+    auto info = l.TimeToLive(id, T0 + seconds(100), false);
+    ASSERT_TRUE(info.ok());
+    EXPECT_GE(info->remaining_ttl, 9) << "never earlier than its TTL";
+  }
+  size_t total = 0;
+  for (int s = 0; s < 60; s++) {
+    const auto expired = l.Expired(T0 + seconds(100) + seconds(s) + std::chrono::milliseconds(999), 100000);
+    per_second[s] = static_cast<int>(expired.size());
+    total += expired.size();
+    EXPECT_LE(expired.size(), 760u) << "second " << s;
+  }
+  EXPECT_EQ(3000u, total) << "every lease still expires, later";
+  // Fewer than 1000 leases: not spread (all at their TTL).
+  Lessor few(1);
+  for (int64_t id = 1; id <= 999; id++) ASSERT_TRUE(few.Grant(id, 10, T0, &g).ok());
+  few.Promote(T0);
+  EXPECT_EQ(999u, few.Expired(T0 + seconds(10), 100000).size());
 }
 
 }  // namespace
