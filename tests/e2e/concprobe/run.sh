@@ -18,26 +18,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../../.." && pwd)"
 bin="${CONCPROBE_BIN:-/tmp/concprobe-bin/concprobe}"
-gocode=/usr/share/gocode
-GO=/usr/lib/go/bin/go
-
-need_pkgs=()
-[ -x "$GO" ] || need_pkgs+=(golang-go)
-[ -d "$gocode/src/go.etcd.io/etcd/etcdserver/api/v3lock/v3lockpb" ] || need_pkgs+=(golang-etcd-server-dev)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    echo "concprobe/run.sh: installing ${need_pkgs[*]} via apt-get" >&2
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
-    $sudo apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_pkgs[@]}" >&2
-fi
-
-if [ ! -x "$bin" ] || [ "$here/main.go" -nt "$bin" ]; then
-    mkdir -p "$(dirname "$bin")" /tmp/lg-gopath
-    echo "concprobe/run.sh: building $bin" >&2
-    (cd "$here" && env -u GOROOT GO111MODULE=off GOFLAGS= GOTOOLCHAIN=local GOPROXY=off GOPATH=/tmp/lg-gopath:$gocode \
-        GOCACHE="${GOCACHE:-/tmp/lg-gocache}" "$GO" build -o "$bin.tmp.$$" .) >&2
-    mv -f "$bin.tmp.$$" "$bin"
-fi
+. "$repo/bench/lib/go-tool.sh"
+build_go_tool "$here" "$bin" concprobe/run.sh
 
 if [ "${1:-}" = tool ]; then
     shift
