@@ -23,6 +23,9 @@ if [ "${ENGRAM_TEST_DEPS:-1}" = 1 ]; then
   pkgs+=(golang-go golang-etcd-server-dev)
   # headless browser for the status page test (tests/e2e/test_status_page.py)
   pkgs+=(chromium)
+  # real Python clients: python3-etcd3 (test_lease.py), python3-etcd3gw
+  # (test_gateway.py), gRPC for the raw-gRPC helpers
+  pkgs+=(python3-etcd3 python3-etcd3gw python3-grpcio)
   cmds+=(chromium)
 fi
 

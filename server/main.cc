@@ -350,15 +350,39 @@ int Run(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   LOG_INFO("received signal; shutting down", {{"signal", sig == SIGTERM ? "TERM" : "INT"}});
+  kv->Quiesce();  // no lease is revoked (or checkpointed) while the server stops
   // Stop accepting (no connection is handed to gRPC after this), answer no
   // more HTTP, give in-flight RPCs a moment to finish, then cancel them.
-  (*client_listener)->Stop();
-  http.Stop();
-  gw.Shutdown();        // gateway calls (watch streams through it) end first
-  services.Shutdown();  // watch streams never end by themselves
-  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
-  kv->Stop();
-  grpc_server->Wait();
+  // A step that takes long is logged (an operator waiting on a stop sees why).
+  auto step = [](const char* what, auto&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (took > 0.1) LOG_WARN("slow shutdown step", {{"step", what}, {"took-seconds", took}});
+  };
+  step("client listener", [&] { (*client_listener)->Stop(); });
+  step("http", [&] { http.Stop(); });
+  step("gateway", [&] { gw.Shutdown(); });  // gateway calls (watch streams through it) end first
+  step("streams", [&] { services.Shutdown(); });  // watch streams never end by themselves
+  // Calls still running get up to 3 s to finish (named in the log); with none,
+  // gRPC is stopped at once: its graceful wait for idle client connections
+  // would otherwise hold the exit for seconds (etcd exits at once).
+  uint64_t in_flight = 0;
+  for (int i = 0; i < kv::kRpcMethodCount; i++) {
+    const auto& m = rpc_probe.method(i);
+    uint64_t handled = 0;
+    for (const auto& c : m.handled) handled += c.Value();
+    if (m.started.Value() > handled) {
+      in_flight += m.started.Value() - handled;
+      LOG_INFO("rpc in flight at shutdown",
+               {{"method", std::string(kv::kRpcMethods[i].service) + "/" + kv::kRpcMethods[i].method},
+                {"count", m.started.Value() - handled}});
+    }
+  }
+  const auto grace = in_flight > 0 ? std::chrono::seconds(3) : std::chrono::seconds(0);
+  step("grpc", [&] { grpc_server->Shutdown(std::chrono::system_clock::now() + grace); });
+  step("kv", [&] { kv->Stop(); });
+  step("grpc wait", [&] { grpc_server->Wait(); });
   for (int fd : *peers) ::close(fd);
   LOG_INFO("stopped server", {{"local-member-id", Hex(kv->member_id())}});
   return 0;

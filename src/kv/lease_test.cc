@@ -270,5 +270,23 @@ TEST_F(LeaseTest, CheckpointedRemainingTTLSurvivesARestart) {
   EXPECT_GE(TTL(*id).ttl(), 29);
 }
 
+// A stopping server revokes nothing: a lease that runs out while the
+// server shuts down is renewed at the next start instead (as etcd).
+TEST_F(LeaseTest, NoRevokesOnceQuiesced) {
+  auto id = Grant(1);
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(Put("q/1", *id).ok());
+  s_->Quiesce();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // past the TTL and a few revoke passes
+  EXPECT_EQ(1, Count("q/"));
+  EXPECT_EQ(0, s_->lease_probe().expired.Value());
+  Open();  // restart: the lease is back with its full TTL, then expires
+  EXPECT_GE(TTL(*id).ttl(), 1);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (Count("q/") > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(0, Count("q/"));
+}
+
 }  // namespace
 }  // namespace engram::kv

@@ -497,7 +497,7 @@ void KvServer::RevokeExpiredLeases() {
                             revoke_tokens_ + kRevokesPerSecond *
                                                  std::chrono::duration<double>(now - revoke_refill_).count());
   revoke_refill_ = now;
-  if (leader_.load() != member_id_ || stopping_.load()) return;
+  if (leader_.load() != member_id_ || stopping_.load() || quiescing_.load()) return;
   if (alarms_.Corrupt()) return;  // every revoke would be refused (AlarmGate)
   const auto limit = static_cast<size_t>(revoke_tokens_);
   if (limit == 0) return;
@@ -517,7 +517,7 @@ void KvServer::RevokeExpiredLeases() {
 }
 
 void KvServer::CheckpointLeases() {
-  if (!lessor_->checkpointing() || leader_.load() != member_id_ || stopping_.load()) return;
+  if (!lessor_->checkpointing() || leader_.load() != member_id_ || stopping_.load() || quiescing_.load()) return;
   // etcd: at most 1000 checkpoints per proposal.
   auto due = lessor_->DueCheckpoints(Clock::now(), 1000);
   if (!due.empty()) ProposeCheckpoints(due, [](const Status&) {});

@@ -239,6 +239,10 @@ class KvServer {
   // Stops accepting proposals, fails queued ones with "server stopped", drains
   // the apply loop, syncs the store and the WAL. Idempotent.
   void Stop();
+  // The server is about to stop: the leader stops revoking expired leases
+  // and proposing checkpoints (leases get their TTL again at the next start,
+  // as etcd, so none is lost to a slow shutdown). Idempotent.
+  void Quiesce() { quiescing_.store(true); }
 
   // ---- writes: asynchronous; done runs on the apply thread after apply ----
   using Done = kv::Done;
@@ -415,6 +419,7 @@ class KvServer {
   void RevokeExpiredLeases();               // timeout thread: propose revokes (etcd: 1000/s at most)
   void CheckpointLeases();                  // timeout thread: propose due lease checkpoints
   void ProposeCheckpoints(const std::vector<std::pair<int64_t, int64_t>>& cps, Done done);
+  std::atomic<bool> quiescing_{false};      // Quiesce(): no lease revokes or checkpoints
   double revoke_tokens_ = 0;                // timeout thread: the revoke rate limit's bucket
   std::chrono::steady_clock::time_point revoke_refill_{};  // and when it was last filled
   std::unique_ptr<wal::Wal> wal_;                    // raft thread only (after Init)
