@@ -313,8 +313,10 @@ const std::vector<Flag>& Flags() {
        "At the budget its watchers fall back to catching up from the store and the stream's requests are not read "
        "until the client drains (engram_watch_stream_buffered_bytes).",
        SET_UINT(watch_stream_buffer_bytes, "watch-stream-buffer-bytes")},
-      {"experimental-warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
-      {"warning-apply-duration", Kind::kDuration, "100ms", A, "Time duration after which a warning is generated if request takes more time.", nullptr},
+      {"experimental-warning-apply-duration", Kind::kDuration, "100ms", I, "Time duration after which a warning is generated if request takes more time (and counts in etcd_server_slow_apply_total).",
+       SET_DUR(warning_apply_duration_ms, "experimental-warning-apply-duration")},
+      {"warning-apply-duration", Kind::kDuration, "100ms", I, "Same as --experimental-warning-apply-duration (etcd 3.6).",
+       SET_DUR(warning_apply_duration_ms, "warning-apply-duration")},
       {"experimental-warning-unary-request-duration", Kind::kDuration, "300ms", A, "Slow unary request warning threshold.", nullptr},
       {"warning-unary-request-duration", Kind::kDuration, "300ms", A, "Slow unary request warning threshold.", nullptr},
       {"experimental-txn-mode-write-with-shared-buffer", Kind::kBool, "true", A, "bbolt write-transaction mode (not used).", nullptr},

@@ -88,6 +88,7 @@ struct Config {
   bool force_new_cluster = false;
   bool strict_reconfig_check = true;
   bool pre_vote = true;
+  uint64_t warning_apply_duration_ms = 100;  // --(experimental-)warning-apply-duration
   bool lease_checkpoint = false;          // --experimental-enable-lease-checkpoint
   bool lease_checkpoint_persist = false;  // --experimental-enable-lease-checkpoint-persist
   uint64_t compaction_batch_limit = 1000;  // --experimental-compaction-batch-limit

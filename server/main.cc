@@ -208,6 +208,7 @@ int Run(int argc, char** argv) {
   ko.watch_stream_buffer_bytes = cfg.watch_stream_buffer_bytes;
   ko.pre_vote = cfg.pre_vote;
   ko.lease_checkpoint = cfg.lease_checkpoint;
+  ko.warning_apply_duration_ms = cfg.warning_apply_duration_ms;
   ko.compaction_batch_limit = cfg.compaction_batch_limit;
   ko.compaction_sleep_interval_ms = cfg.compaction_sleep_interval_ms;
   ko.metrics_prefix_depth = cfg.metrics_prefix_depth;  // metrics: engram_mvcc_prefix_*

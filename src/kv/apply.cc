@@ -231,6 +231,9 @@ Status PutInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::PutRequest& p,
     if (p.ignore_value()) value = prev->value;
     if (p.ignore_lease()) lease = prev->lease;
   }
+  // etcd reads the previous kv with one range (counted once) when prev_kv,
+  // ignore_value or ignore_lease is set.
+  if (p.prev_kv() && !(p.ignore_value() || p.ignore_lease())) txn.CountRange();
   std::optional<mvcc::KeyValue> replaced;
   ENGRAM_RETURN_IF_ERROR(txn.Put(p.key(), value, lease, p.prev_kv() ? &replaced : nullptr));
   if (lessor) lessor->Attach(p.key(), lease);  // 0 detaches it from any earlier lease
@@ -242,6 +245,7 @@ Status PutInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::PutRequest& p,
 Status DeleteInTxn(mvcc::Store::Batch::Txn& txn, const etcdserverpb::DeleteRangeRequest& d,
                    etcdserverpb::DeleteRangeResponse* resp, lease::Lessor* lessor) {
   std::vector<mvcc::KeyValue> prev;
+  if (d.prev_kv()) txn.CountRange();  // etcd reads the deleted kvs with one range
   auto n = txn.DeleteRange(d.key(), d.range_end(), d.prev_kv() ? &prev : nullptr);
   if (!n.ok()) return errors::FromMvcc(n.status());
   if (lessor && *n > 0) lessor->DetachRange(d.key(), d.range_end());
@@ -266,7 +270,9 @@ struct WriteCtx {
 
 struct ReadCtx {
   StoreView& view;
+  int ranges = 0;  // range calls (each one counted by the store)
   Result<mvcc::RangeResult> Range(std::string_view k, std::string_view e, const mvcc::RangeOptions& o) {
+    ranges++;
     return view.Range(k, e, o);
   }
   Status Put(const etcdserverpb::PutRequest&, etcdserverpb::PutResponse*) {
@@ -291,6 +297,7 @@ Status ExecReadTxn(StoreView& view, const etcdserverpb::TxnRequest& t, etcdserve
   ENGRAM_RETURN_IF_ERROR(CheckTxnRequests(ctx, t, path, &pos, view.Rev(), view.CompactRev(), false, nullptr));
   pos = 0;
   ENGRAM_RETURN_IF_ERROR(ExecTxnOps(ctx, t, path, &pos, resp));
+  view.CountReadTxn(ctx.ranges);  // one mvcc read transaction (etcd_mvcc_txn_total)
   resp->mutable_header()->set_revision(view.Rev());
   return Status::OK();
 }
@@ -319,6 +326,9 @@ Status ApplyTxn(mvcc::Store::Batch& b, const etcdserverpb::TxnRequest& t, etcdse
   CompareToPath(ctx, t, &path);
   size_t pos = 0;
   Status s = CheckTxnRequests(ctx, t, path, &pos, txn.Rev(), b.CompactRev(), true, lessor);
+  // etcd evaluates the compares and checks in a read transaction of their
+  // own, then writes in another: counted as two (etcd_mvcc_txn_total).
+  txn.EndReadPhase();
   if (s.ok()) {
     pos = 0;
     s = ExecTxnOps(ctx, t, path, &pos, resp);
@@ -339,6 +349,10 @@ Status ApplyCompaction(mvcc::Store::Batch& b, const mvcc::Store& store, const et
                        etcdserverpb::CompactionResponse* resp) {
   Status s = b.Compact(r.revision());
   if (!s.ok()) return errors::FromMvcc(s);
+  {
+    auto t = b.Begin();  // etcd reads the header revision with one range
+    t.CountRange();
+  }
   resp->mutable_header()->set_revision(b.Rev());
   return Status::OK();
 }

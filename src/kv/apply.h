@@ -40,6 +40,7 @@ class StoreView {
   }
   int64_t Rev() const { return rev_; }
   int64_t CompactRev() const { return store_->CompactRev(); }
+  void CountReadTxn(int ranges) const { store_->CountReadTxn(ranges); }
 
  private:
   const mvcc::Store* store_;

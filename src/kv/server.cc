@@ -345,6 +345,10 @@ Status KvServer::Init() {
   // As etcd's publish: retry until a leader takes it (a member waits for its
   // cluster; a single voter elects itself within milliseconds).
   for (int attempt = 0;; attempt++) {
+    // Proposed only once there is a leader: a refusal for want of one would
+    // count in etcd_server_proposals_failed_total at every boot (etcd's
+    // publish waits in Propose instead).
+    while (leader_.load() == 0 && !stopping_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     Status ps = ProposeAndWait(pub);
     if (ps.ok()) break;
     if (ps.code() != Code::kUnavailable || stopping_.load()) return ps;
@@ -682,8 +686,23 @@ Status KvServer::Range(const etcdserverpb::RangeRequest& req, etcdserverpb::Rang
   return Await([&](Done done) { RangeAsync(&req, resp, std::move(done)); });
 }
 
+void KvServer::WarnIfSlow(Clock::time_point start, const char* what) {
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  if (took * 1000 <= static_cast<double>(opts_.warning_apply_duration_ms)) return;
+  probe_.slow_apply.Inc();
+  LOG_WARN("apply request took too long",
+           {{"took", std::to_string(took * 1000) + "ms"},
+            {"expected-duration", std::to_string(opts_.warning_apply_duration_ms) + "ms"},
+            {"request", what}});
+}
+
 void KvServer::RangeAsync(const etcdserverpb::RangeRequest* req, etcdserverpb::RangeResponse* resp, Done done) {
   done = TimeRequest(&probe_.request_seconds, kReqRange, std::move(done));  // metrics
+  // etcd counts a slow Range (its linearizable wait included) as a slow apply.
+  done = [this, start = Clock::now(), done = std::move(done)](const Status& s) {
+    WarnIfSlow(start, "Range");
+    done(s);
+  };
   Status s = CheckRange(*req);
   if (!s.ok()) return done(s);
   if (stopping_.load()) return done(errors::Stopped());

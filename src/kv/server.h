@@ -147,6 +147,9 @@ struct Options {
   // interval (etcd: 5 minutes; tests shorten it), persisted as etcd 3.6 does.
   bool lease_checkpoint = false;
   uint64_t lease_checkpoint_interval_ms = 300000;
+  // --warning-apply-duration: a request slower than this counts as a slow
+  // apply (etcd_server_slow_apply_total) and is logged.
+  uint64_t warning_apply_duration_ms = 100;
 };
 
 // Histograms for a fixed set of kinds x success (labels op/type and success),
@@ -419,6 +422,10 @@ class KvServer {
   void RevokeExpiredLeases();               // timeout thread: propose revokes (etcd: 1000/s at most)
   void CheckpointLeases();                  // timeout thread: propose due lease checkpoints
   void ProposeCheckpoints(const std::vector<std::pair<int64_t, int64_t>>& cps, Done done);
+  // etcd's warnOfExpensiveRequest: a request (an applied entry, a Range)
+  // that took longer than --warning-apply-duration counts in slow_apply and
+  // logs "apply request took too long".
+  void WarnIfSlow(std::chrono::steady_clock::time_point start, const char* what);
   std::atomic<bool> quiescing_{false};      // Quiesce(): no lease revokes or checkpoints
   double revoke_tokens_ = 0;                // timeout thread: the revoke rate limit's bucket
   std::chrono::steady_clock::time_point revoke_refill_{};  // and when it was last filled

@@ -60,10 +60,56 @@ class WritePathTest : public ::testing::Test {
   void TearDown() override {
     failpoint::Set("wal-fsync", "off");
     failpoint::Set("mvcc-compact-step", "off");
+    failpoint::Set("apply-entry", "off");
     std::filesystem::remove_all(dir_);
   }
   std::string dir_;
 };
+
+// etcd_server_proposals_failed_total counts proposals that did not commit
+// (no leader, timeouts), as etcd: not the boot's publish, not errors raised
+// while applying (compacting a compacted revision, an unknown lease).
+TEST_F(WritePathTest, ProposalsFailedCountsOnlyProposalsThatDidNotCommit) {
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(0, (*s)->probe().proposals_failed.Value()) << "a clean boot fails no proposal";
+  ASSERT_TRUE(kvtest::PutSync(**s, "k", "1").ok());
+  ASSERT_TRUE(kvtest::PutSync(**s, "k", "2").ok());
+  auto compact = [&](int64_t rev) {
+    etcdserverpb::CompactionRequest req;
+    req.set_revision(rev);
+    etcdserverpb::CompactionResponse resp;
+    return Await([&](Done d) { (*s)->Compact(&req, &resp, std::move(d)); });
+  };
+  ASSERT_TRUE(compact(2).ok());
+  Status again = compact(2);
+  EXPECT_EQ("etcdserver: mvcc: required revision has been compacted", again.message());
+  etcdserverpb::PutRequest put;
+  put.set_key("leased");
+  put.set_lease(12345);
+  etcdserverpb::PutResponse presp;
+  Status unknown = Await([&](Done d) { (*s)->Put(&put, &presp, std::move(d)); });
+  EXPECT_EQ("etcdserver: requested lease not found", unknown.message());
+  EXPECT_EQ(0, (*s)->probe().proposals_failed.Value());
+}
+
+// etcd_server_slow_apply_total counts each request over the warning
+// duration (100 ms), as etcd, not each apply batch.
+TEST_F(WritePathTest, SlowApplyCountsEachSlowRequest) {
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  const int64_t slow0 = (*s)->probe().slow_apply.Value();
+  ASSERT_TRUE(failpoint::Set("apply-entry", "sleep(150)"));
+  // Three puts in flight together: applied in one batch (or a few), each slow.
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 3; i++)
+    ts.emplace_back([&, i] { EXPECT_TRUE(kvtest::PutSync(**s, "slow" + std::to_string(i), "v").ok()); });
+  for (auto& t : ts) t.join();
+  ASSERT_TRUE(failpoint::Set("apply-entry", "off"));
+  EXPECT_EQ(slow0 + 3, (*s)->probe().slow_apply.Value());
+  ASSERT_TRUE(kvtest::PutSync(**s, "fast", "v").ok());
+  EXPECT_EQ(slow0 + 3, (*s)->probe().slow_apply.Value()) << "a fast request is not counted";
+}
 
 // Two proposals under the same id each apply their own bytes, and each caller
 // gets the response of its own entry.

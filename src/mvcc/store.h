@@ -127,7 +127,7 @@ struct RangeResult {
 
 // Read by the exporter (etcd's metric names in parentheses).
 struct MvccProbe {
-  Histogram commit_seconds{BucketsB1()};  // each LMDB commit (+fsync when it syncs), Sync() too
+  Histogram commit_seconds{BucketsB1()};  // each Sync(): the commit that reaches the disk
                                           // (etcd_disk_backend_commit_duration_seconds)
   Counter range_total, put_total, delete_total, txn_total;  // etcd_mvcc_{range,put,delete,txn}_total
   Gauge keys_total;                       // live keys (etcd_debugging_mvcc_keys_total)
@@ -206,6 +206,12 @@ class Store {
   // of the key db and every meta entry but the consistent index, in key
   // order). Engram's own encoding, so only Engram members compare equal.
   Result<uint32_t> HashAll() const;
+
+  // A read-only Txn of `ranges` range calls (each counted by Range/Scan) is
+  // one mvcc transaction: etcd_mvcc_txn_total counts it when ranges > 1.
+  void CountReadTxn(int ranges) const {
+    if (ranges > 1) probe_->txn_total.Inc();
+  }
 
   int64_t Rev() const;         // last committed revision
   int64_t CompactRev() const;  // 0 until the first compaction
@@ -377,10 +383,18 @@ class Store::Batch {
     // nothing). Still valid after End().
     int64_t Rev() const;
     void End();
+    // etcd's mvcc counters (etcd_mvcc_*_total) count per mvcc transaction:
+    // CountRange counts a range etcd's applier makes where Engram needs none
+    // (a prev_kv lookup); EndReadPhase closes the counted transaction so far
+    // (a write Txn's compares and checks are their own mvcc transaction in
+    // etcd) and starts a new one.
+    void CountRange() { ranges_++; }
+    void EndReadPhase();
 
    private:
     friend class Batch;
     explicit Txn(Batch* b);
+    void FlushCounters();
     Batch* b_;
     int64_t main_;
     uint32_t sub_ = 0;
