@@ -262,24 +262,33 @@ void CollectGrpc(Families& f, kv::RpcProbe* rpc) {
     const kv::RpcMethodInfo& mi = kv::kRpcMethods[i];
     return {{"grpc_method", mi.method}, {"grpc_service", mi.service}, {"grpc_type", kv::GrpcTypeName(mi.type)}};
   };
+  // Lazy methods (v3lock, v3election) only once used, and then only the
+  // codes seen, as etcd (their services are registered after its metrics).
+  auto shown = [&](int i) { return !kv::kRpcMethods[i].lazy || rpc->method(i).started.Value() > 0; };
   auto& st = f.Open("grpc_server_started_total", "RPCs started on the server.", MetricType::Counter);
-  for (int i = 0; i < kv::kRpcMethodCount; i++) st.Value(D(rpc->method(i).started.Value()), labels(i));
+  for (int i = 0; i < kv::kRpcMethodCount; i++)
+    if (shown(i)) st.Value(D(rpc->method(i).started.Value()), labels(i));
   auto& hd = f.Open("grpc_server_handled_total", "RPCs completed on the server, by status code.", MetricType::Counter);
   for (int i = 0; i < kv::kRpcMethodCount; i++) {
+    if (!shown(i)) continue;
     for (int c = 0; c < kv::kGrpcCodes; c++) {
+      if (kv::kRpcMethods[i].lazy && rpc->method(i).handled[c].Value() == 0) continue;
       Labels l = labels(i);
       l.insert(l.begin(), ClientMetric::Label{"grpc_code", kv::kGrpcCodeNames[c]});
       hd.Value(D(rpc->method(i).handled[c].Value()), std::move(l));
     }
   }
   auto& mr = f.Open("grpc_server_msg_received_total", "Stream messages received by the server.", MetricType::Counter);
-  for (int i = 0; i < kv::kRpcMethodCount; i++) mr.Value(D(rpc->method(i).msg_received.Value()), labels(i));
+  for (int i = 0; i < kv::kRpcMethodCount; i++)
+    if (shown(i)) mr.Value(D(rpc->method(i).msg_received.Value()), labels(i));
   auto& ms = f.Open("grpc_server_msg_sent_total", "Stream messages sent by the server.", MetricType::Counter);
-  for (int i = 0; i < kv::kRpcMethodCount; i++) ms.Value(D(rpc->method(i).msg_sent.Value()), labels(i));
+  for (int i = 0; i < kv::kRpcMethodCount; i++)
+    if (shown(i)) ms.Value(D(rpc->method(i).msg_sent.Value()), labels(i));
   // etcd shows this one only with --metrics=extensive; Engram always does.
   auto& hs = f.Open("grpc_server_handling_seconds", "Time from the start of an RPC to its status, in seconds.",
                     MetricType::Histogram);
-  for (int i = 0; i < kv::kRpcMethodCount; i++) hs.Hist(rpc->method(i).handling_seconds, labels(i));
+  for (int i = 0; i < kv::kRpcMethodCount; i++)
+    if (shown(i)) hs.Hist(rpc->method(i).handling_seconds, labels(i));
 }
 
 void CollectHealth(Families& f, HealthProbe* h) {

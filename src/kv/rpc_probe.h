@@ -56,6 +56,9 @@ struct RpcMethodInfo {
   const char* service;  // grpc_service label, e.g. "etcdserverpb.KV"
   const char* method;   // grpc_method label, e.g. "Range"
   GrpcType type;
+  // Series appear only once used (etcd registers these services after its
+  // gRPC metrics are initialized, so they are not pre-created at zero).
+  bool lazy = false;
 };
 
 // Every method Engram's gRPC server can be asked for (served or not: an
@@ -105,6 +108,13 @@ inline constexpr RpcMethodInfo kRpcMethods[] = {
     {"etcdserverpb.Auth", "RoleRevokePermission", GrpcType::kUnary},
     {"grpc.health.v1.Health", "Check", GrpcType::kUnary},
     {"grpc.health.v1.Health", "Watch", GrpcType::kServerStream},  // etcd 3.4's grpc-go registers it too
+    {"v3lockpb.Lock", "Lock", GrpcType::kUnary, true},
+    {"v3lockpb.Lock", "Unlock", GrpcType::kUnary, true},
+    {"v3electionpb.Election", "Campaign", GrpcType::kUnary, true},
+    {"v3electionpb.Election", "Proclaim", GrpcType::kUnary, true},
+    {"v3electionpb.Election", "Leader", GrpcType::kUnary, true},
+    {"v3electionpb.Election", "Observe", GrpcType::kServerStream, true},
+    {"v3electionpb.Election", "Resign", GrpcType::kUnary, true},
 };
 inline constexpr int kRpcMethodCount = static_cast<int>(sizeof(kRpcMethods) / sizeof(kRpcMethods[0]));
 
