@@ -37,6 +37,9 @@ class KVService final : public etcdserverpb::KV::CallbackService {
                                 etcdserverpb::TxnResponse*) override;
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext*, const etcdserverpb::CompactionRequest*,
                                     etcdserverpb::CompactionResponse*) override;
+  // etcd 3.7's chunked Range (server/range_stream.cc).
+  grpc::ServerWriteReactor<etcdserverpb::RangeStreamResponse>* RangeStream(grpc::CallbackServerContext*,
+                                                                          const etcdserverpb::RangeRequest*) override;
 
  private:
   kv::KvServer* kv_;
