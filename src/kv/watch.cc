@@ -37,6 +37,11 @@ struct Watcher {
   // The next revision to deliver. For a synced watcher it is only a lower
   // bound (its start revision): it has everything up to NotifiedRev.
   int64_t next = 0;
+  // The explicit start revision asked for (0: none). Until the store reaches
+  // it, no progress notification covers this watcher (etcd 3.6.2+, etcd
+  // #20229): a bookmark below the revision a client asked to start from
+  // would let it resume below it.
+  int64_t start_rev = 0;
   State state = State::kSynced;
   bool events_since_tick = false;  // got events since the last progress tick
   WatchStream* stream = nullptr;
@@ -122,6 +127,7 @@ int64_t WatchStream::Create(const WatchSpec& spec) {
   // notified one (a batch between commit and Notify): that batch's events
   // below next are skipped, exactly as if the watcher came after it.
   w->next = spec.start_revision == 0 ? r.revision + 1 : spec.start_revision;
+  w->start_rev = spec.start_revision;
   r.watch_id = id;
   h->Push(this, std::move(r));
   watchers_[id] = w;
@@ -392,6 +398,11 @@ void WatchHub::Remove(Watcher* w) {
 void WatchHub::MaybeSendRequestedProgress(WatchStream* s) {
   if (!s->progress_requested_ || s->unsynced_ != 0 || s->closed_) return;
   s->progress_requested_ = false;
+  // As etcd 3.6.2+: nothing while a watcher's explicit start revision is
+  // ahead of the store (the client asks again). A stream without watchers is
+  // answered, as etcd 3.4 does.
+  for (const auto& [id, w] : s->watchers_)
+    if (w->start_rev > notified_rev_) return;
   WatchReply r;
   r.watch_id = kInvalidWatchId;  // for every watcher of the stream
   r.revision = notified_rev_;
@@ -646,7 +657,8 @@ void WatchHub::Tick(Clock::time_point now) {
       if (!w->progress_notify) continue;
       // etcd asks for progress only for watchers that got nothing since the
       // last tick, and the store answers only for synced ones.
-      if (!w->events_since_tick && w->state == Watcher::State::kSynced && HasRoom(s)) {
+      if (!w->events_since_tick && w->state == Watcher::State::kSynced && w->start_rev <= notified_rev_ &&
+          HasRoom(s)) {
         WatchReply r;
         r.watch_id = id;
         r.revision = notified_rev_;

@@ -489,6 +489,29 @@ TEST_F(WatchHubTest, ProgressRequestWaitsForSync) {
   EXPECT_EQ(2, rs[1].revision);
 }
 
+// etcd 3.6.2+ (etcd #20229, relied on by Kubernetes): no progress
+// notification while the store is below a watcher's explicit start revision,
+// neither on request nor on the timer; once the store reaches it, progress
+// flows again.
+TEST_F(WatchHubTest, NoProgressBelowAnExplicitStartRevision) {
+  Put("a", "1");  // 2
+  auto s = hub_->NewStream();
+  s->Create(Spec("a", "", 3));  // starts at the next revision: synced, nothing to send
+  auto rs = Drain(*s);
+  ASSERT_EQ(1u, rs.size());  // "created"
+  s->RequestProgress();
+  EXPECT_TRUE(Drain(*s).empty()) << "a bookmark at 2 would be below the watch's start (3)";
+  Put("a", "2");  // 3: the store reaches the start revision
+  rs = Drain(*s);
+  ASSERT_EQ(1u, rs.size());
+  EXPECT_EQ((std::vector<std::string>{"PUT a=2@3"}), Events({rs[0]}));
+  s->RequestProgress();
+  rs = Drain(*s);
+  ASSERT_EQ(1u, rs.size());
+  EXPECT_EQ(kInvalidWatchId, rs[0].watch_id);
+  EXPECT_EQ(3, rs[0].revision);
+}
+
 TEST_F(WatchHubTest, MidBatchWatcherWithoutRecordedEventsCatchesUp) {
   // A batch that began with no watchers does not record its changes; a
   // watcher created before it is notified must still get them.
