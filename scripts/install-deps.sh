@@ -26,6 +26,10 @@ if [ "${ENGRAM_TEST_DEPS:-1}" = 1 ]; then
   # real Python clients: python3-etcd3 (test_lease.py), python3-etcd3gw
   # (test_gateway.py), gRPC for the raw-gRPC helpers
   pkgs+=(python3-etcd3 python3-etcd3gw python3-grpcio)
+  # strace: the induced-event test slows real etcd's fdatasync with it
+  # (tests/e2e/test_signals.py)
+  pkgs+=(strace)
+  cmds+=(strace)
   cmds+=(chromium)
 fi
 

@@ -141,6 +141,7 @@ bool Store::CompactStep() {
       if (rc == 0) {
         probe_->compaction_keys_total.Inc(end - j.done);
         UpdateFileBytes();
+        (void)Size();  // the size gauges: in-use drops as revisions are removed (etcd: every commit)
         probe_->db_compaction_pause_ms.Observe(
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - chunk_start).count());
         j.done = end;

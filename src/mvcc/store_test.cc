@@ -587,6 +587,24 @@ TEST_F(StoreTest, BackendCommitDurationIsTheSyncThatReachesTheDisk) {
   EXPECT_GE(after.sum - before.sum, 0.6);
 }
 
+// The in-use gauge follows a compaction's removals (no later write needed),
+// as etcd's every backend commit refreshes it.
+TEST_F(StoreTest, CompactionUpdatesTheInUseGauge) {
+  const std::string big(100 * 1024, 'x');
+  for (int i = 0; i < 20; i++) Put("big" + std::to_string(i), big);
+  for (int i = 0; i < 20; i++) {
+    auto b = store_->BeginBatch();
+    {
+      auto t = b->Begin();
+      ASSERT_TRUE(t.DeleteRange("big" + std::to_string(i), "", nullptr).ok());
+    }
+    ASSERT_OK(b->Commit(static_cast<uint64_t>(100 + i)));
+  }
+  const int64_t before = probe_.db_total_size_in_use_bytes.Value();
+  ASSERT_OK(Compact(store_->Rev()));
+  EXPECT_LT(probe_.db_total_size_in_use_bytes.Value(), before - 1500 * 1024);
+}
+
 TEST_F(StoreTest, LargeCompactionSpansSeveralTransactions) {
   const int kRevs = 25000;  // > the 10000-revision chunk
   auto b = store_->BeginBatch();

@@ -33,7 +33,6 @@ Run: ENGRAM_BIN=build/engram python3 tests/e2e/test_signals.py -v
 """
 
 import glob
-import json
 import math
 import os
 import re
@@ -53,6 +52,9 @@ BIG = "b" * 120000             # one put of this crosses the quota on both
 NOSPACE = "etcdserver: mvcc: database space exceeded"
 TIMED_OUT = "etcdserver: request timed out"
 COMPACTED = "etcdserver: mvcc: required revision has been compacted"
+STALL_MS = 3500   # Ef's WAL fsync: below the 5.1 s request timeout (the boot's publish
+                  # commits), above half of it (a put queued behind another put's
+                  # fsync waits for two: ~7 s)
 
 WAL_HIST = "etcd_disk_wal_fsync_duration_seconds"
 BACKEND_HIST = "etcd_disk_backend_commit_duration_seconds"
@@ -281,11 +283,6 @@ def wal_segment(s):
 
 def db_file(s):
     return os.path.join(s.data_dir, "member", "snap", "db")
-
-
-STALL_MS = 3500    # Ef's fsync: below the 5.1 s request timeout (boot's publish
-                   # commits), above half of it (a proposal queued behind another
-                   # one's fsync waits two: ~7 s)
 
 
 # ---------------------------------------------------------------------------
