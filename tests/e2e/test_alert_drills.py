@@ -19,9 +19,9 @@ stay as they are, including the per-second units of rate() (a threshold of
 5 failures/s still means 5 failures per real second) and predict_linear's
 horizon argument (a number, 4*60*60). test_0 checks that the copy differs from
 the original only in those durations. Prometheus scrapes every member's
-/metrics on its client port every 1 s and evaluates the rules every 1 s: one
-scrape is one scaled minute of the real rules' 1m evaluation (a 30 s scrape
-interval under the real rules).
+/metrics on its client port every 1 s and evaluates the rules every 1 s, so
+one scaled minute is one scrape and one evaluation (in production the mixin
+assumes 30 s scrapes: two per minute).
 
 One Prometheus and one Engram member per drill, all started in parallel; the
 alerts are read from Prometheus' /api/v1/alerts (a poller every 0.5 s) and
@@ -486,7 +486,8 @@ class AlertDrillsTest(unittest.TestCase):
                 return r
             r = etcdctl(cl, "get", "/registry/pods/", "--prefix", "--keys-only")
             if r.rc == 0 and i % 10 == 0:
-                r = etcdctl(cl, "txn", stdin='mod("/registry/pods/ns/p0") > "0"\n\nput /registry/configmaps/x y\n\n')
+                # compares, success ops, failure ops: each section ends with an empty line
+                r = etcdctl(cl, "txn", stdin='mod("/registry/pods/ns/p0") > "0"\n\nput /registry/configmaps/x y\n\n\n')
             return r
         cls.clean_load = Loop("clean-load", clean_step, 0.25, stop)
         cls.loads = [cls.fsync_load, cls.commit_load, cls.clean_load]
@@ -585,6 +586,23 @@ class AlertDrillsTest(unittest.TestCase):
                 % (job, states, self.value_expr(name, job), self.q(self.value_expr(name, job)),
                    self.q('up{job="%s"}' % job), s.label, s.log_tail() if hasattr(s, "log_tail") else ""))
 
+    def drill_state(self, job):
+        """What the induced event did so far, for a failure message."""
+        if job == J_PROPOSALS:
+            try:
+                failed = harness.metric_value(self.servers[job].metrics_text(), "etcd_server_proposals_failed_total")
+            except AssertionError as e:
+                failed = str(e)
+            return ("\n  etcd_server_proposals_failed_total %r (%r before the stall); Put RPCs answered %d, after >= 5 s %d"
+                    % (failed, getattr(self, "failed_before", None), sum(f.answered for f in self.floods),
+                       sum(f.slow for f in self.floods)))
+        load = {J_FSYNC: self.fsync_load, J_COMMIT: self.commit_load}.get(job)
+        if load is not None:
+            return "\n  puts: %d ok, %d failed (last error %r)" % (load.ok, load.failed, load.last_error)
+        if job == J_QUOTA:
+            return "\n  fill: %r" % (self.quota_result,)
+        return ""
+
     def wait_firing(self, name, job, window_s, severity=None):
         """Waits until `name` is firing for `job`'s member; returns the first
         firing (wall, activeAt, labels). Notes the times."""
@@ -600,7 +618,7 @@ class AlertDrillsTest(unittest.TestCase):
         if not hit:
             self.fail("%s did not fire for %s within %.0f s of the induced event (window %.0f s + for %.0f s + "
                       "%.0f s slack)%s" % (name, job, deadline - ev, window_s, for_s, DEADLINE_SLACK,
-                                           self.diagnostics(name, job)))
+                                           self.drill_state(job) + self.diagnostics(name, job)))
         s = self.servers[job]
         for (_, _, sev, _), (wall, active_at, labels) in hit:
             self.assertEqual(job, labels.get("job"))
@@ -668,11 +686,11 @@ class AlertDrillsTest(unittest.TestCase):
         elapsed = time.time() - self.events[J_PROPOSALS]
         answered = sum(f.answered for f in self.floods)
         slow = sum(f.slow for f in self.floods)
+        peak = self.q('max_over_time(%s[60s:1s])' % self.value_expr(PROPOSALS, J_PROPOSALS))
         note("%s: %d proposals failed in %.0f s since the stall began (%.1f/s); %d Put RPCs answered so far, "
-             "%d of them after >= 5 s; peak rate seen by Prometheus %r" % (
+             "%d of them after >= 5 s; peak of the alert's rate in Prometheus %s/s" % (
                  J_PROPOSALS, failed - self.failed_before, elapsed, (failed - self.failed_before) / elapsed,
-                 answered, slow, self.q('max_over_time(rate(etcd_server_proposals_failed_total{job="%s"}[15s])[60s:1s])'
-                                        % J_PROPOSALS)))
+                 answered, slow, peak[0]["value"][1] if isinstance(peak, list) and peak else peak))
         # What a client sees meanwhile (etcd's text, after the request timeout).
         r = etcdctl(pr, "put", "/drill/one", "v")
         self.assertNotEqual(0, r.rc, r)
