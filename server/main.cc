@@ -20,6 +20,8 @@
 #include <iostream>
 #include <memory>
 #include <sstream>
+#include <atomic>
+#include <csignal>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
@@ -244,6 +246,39 @@ int Run(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  // A signal while the member is still starting (the WAL replay or the
+  // publish can wait on a stuck disk) ends the process at once, as etcd's
+  // interrupt handler does: nothing was acknowledged in this run yet, and
+  // every earlier acknowledged write is durable, so this is as safe as
+  // kill -9. Once started, main's sigwait below handles signals.
+  std::atomic<bool> started{false};
+  std::thread startup_signals([&sigs, &started] {
+    const timespec tick{0, 100 * 1000 * 1000};
+    while (!started.load()) {
+      const int sig = sigtimedwait(&sigs, nullptr, &tick);
+      if (sig <= 0) continue;
+      if (started.load()) {
+        ::kill(::getpid(), sig);  // pending again, for main's sigwait
+        return;
+      }
+      LOG_WARN("received signal while starting; exiting", {{"signal", sig == SIGTERM ? "TERM" : "INT"}});
+      std::signal(sig, SIG_DFL);
+      sigset_t one;
+      sigemptyset(&one);
+      sigaddset(&one, sig);
+      pthread_sigmask(SIG_UNBLOCK, &one, nullptr);
+      ::raise(sig);  // dies by the signal, as etcd does
+      ::_exit(128 + sig);
+    }
+  });
+  struct JoinOnExit {
+    std::atomic<bool>& started;
+    std::thread& t;
+    ~JoinOnExit() {
+      started.store(true);
+      if (t.joinable()) t.join();
+    }
+  } join_startup_signals{started, startup_signals};
 
   auto kvs = kv::KvServer::Open(ko);
   if (!kvs.ok()) {
@@ -348,6 +383,8 @@ int Run(int argc, char** argv) {
            {{"local-member-id", Hex(kv->member_id())}, {"advertise-client-urls", Raw(cfg.advertise_client_urls)},
             {"listen-client-urls", Raw(cfg.listen_client_urls)}, {"listen-peer-urls", Raw(cfg.listen_peer_urls)}});
 
+  started.store(true);
+  if (startup_signals.joinable()) startup_signals.join();
   int sig = 0;
   sigwait(&sigs, &sig);
   LOG_INFO("received signal; shutting down", {{"signal", sig == SIGTERM ? "TERM" : "INT"}});

@@ -205,6 +205,20 @@ class LifecycleTest(ServerCase):
         self.assertGreaterEqual(status["raftTerm"], 3, "a restarted member campaigns in a new term")
         self.assertEqual(status["raftIndex"], status["raftAppliedIndex"])
 
+    def test_sigterm_while_starting_on_a_stuck_disk_exits(self):
+        # Every WAL fsync takes 9 s, longer than the request timeout: the
+        # boot's publish never completes, the member never becomes ready. A
+        # SIGTERM must still end it at once (etcd's interrupt handler does),
+        # not be held until a start that never finishes.
+        s = self.server(env={"ENGRAM_FAILPOINTS": "wal-fsync=sleep(9000)"})
+        s.start(wait=False)
+        time.sleep(2)
+        t = time.time()
+        rc = s.stop(signal.SIGTERM, timeout=5)
+        self.assertLess(time.time() - t, 5)
+        self.assertEqual(rc, -signal.SIGTERM, "dies by the signal, as etcd:\n" + s.log_tail())
+        self.assertIn("received signal while starting; exiting", s.log())
+
     def test_kill9_keeps_acknowledged_writes(self):
         s = self.server()
         s.start()
