@@ -121,31 +121,8 @@ const char* StatusText(int http) {
   }
 }
 
-std::string JsonString(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      // Go's encoding/json escapes these for HTML safety.
-      case '<': out += "\\u003c"; break;
-      case '>': out += "\\u003e"; break;
-      case '&': out += "\\u0026"; break;
-      default:
-        if (c < 0x20) {
-          char b[8];
-          std::snprintf(b, sizeof b, "\\u%04x", c);
-          out += b;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+// A JSON string as Go's encoding/json writes it (HTML characters escaped).
+std::string JsonString(const std::string& s) { return log::Quote(s, /*html_safe=*/true); }
 
 std::string ErrorBody(const grpc::Status& s) {
   return "{\"error\":" + JsonString(s.error_message()) + ",\"message\":" + JsonString(s.error_message()) +

@@ -57,7 +57,7 @@ void WriteAll(int fd, const std::string& s) {
 
 }  // namespace
 
-std::string Quote(std::string_view s) {
+std::string Quote(std::string_view s, bool html_safe) {
   std::string out;
   out.reserve(s.size() + 2);
   out.push_back('"');
@@ -68,6 +68,17 @@ std::string Quote(std::string_view s) {
       case '\n': out += "\\n"; break;
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
+      case '<':
+      case '>':
+      case '&':
+        if (html_safe) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out.push_back(static_cast<char>(c));
+        }
+        break;
       default:
         if (c < 0x20) {
           char buf[8];

@@ -57,7 +57,9 @@ void Write(Level l, const char* file, int line, std::string_view msg,
            std::initializer_list<Field> fields = {});
 
 // JSON string escaping (quotes included).
-std::string Quote(std::string_view s);
+// html_safe: also escape <, > and & as \u003c, \u003e, \u0026, as Go's
+// encoding/json does (the JSON gateway's error bodies).
+std::string Quote(std::string_view s, bool html_safe = false);
 
 }  // namespace engram::log
 
