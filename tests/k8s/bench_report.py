@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Engram over etcd 3.7 ratios of loaddriver runs through kube-apiserver.
+
+Usage: bench_report.py ETCD37=r1.json,r2.json,... ENGRAM=r1.json,r2.json,...
+Each file is one run of tests/k8s/bin/loaddriver (through scenario.py --bench); rounds
+alternate between the backends. Per phase the median over rounds is taken of: throughput,
+the apiserver's own p50/p99 (apiserver_request_duration_seconds, interpolated in its
+buckets), and the mean backend time per storage operation as the apiserver measures it
+(etcd_request_duration_seconds sum/count). Goal per row: rate ratio >= 1 and p99 ratio <= 1.
+Prints a table and a last line; exit 1 only when a run failed (a missed goal is reported,
+not hidden; timing is for benchmarks, not tests)."""
+import json
+import statistics
+import sys
+
+
+def load(arg):
+    name, _, files = arg.partition("=")
+    return name, [json.load(open(f)) for f in files.split(",") if f]
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None and x >= 0]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def summarize(runs):
+    out = {}
+    for p in runs[0]["phases"]:
+        name = p["name"]
+        ph = [next(q for q in r["phases"] if q["name"] == name) for r in runs]
+        ops = sorted({op for q in ph for op in q.get("backend_mean_ms", {})})
+        out[name] = {
+            "rate": med([q["ops_per_second"] for q in ph]),
+            "p50": med([q["apiserver_ms"]["p50"] for q in ph]),
+            "p99": med([q["apiserver_ms"]["p99"] for q in ph]),
+            "backend": {op: med([q.get("backend_mean_ms", {}).get(op) for q in ph]) for op in ops},
+        }
+    return out, med([r["backend_cpu_seconds"] for r in runs])
+
+
+def main(argv):
+    (rn, ref), (en, eng) = load(argv[0]), load(argv[1])
+    failed = [r for r in ref + eng if not r.get("ok")]
+    if failed or not ref or not eng:
+        for r in failed:
+            print(f"{r.get('name')} run failed: {r.get('stderr', '')[-400:]}")
+        print("a run failed")
+        return 1
+    rs, rcpu = summarize(ref)
+    es, ecpu = summarize(eng)
+    print(f"medians of {len(ref)} {rn} and {len(eng)} {en} runs (rounds alternate)")
+    print(f"{'phase':8s} {'rate ' + rn:>12s} {'rate ' + en:>12s} {'ratio':>6s}  "
+          f"{'p50/p99 ' + rn:>17s} {'p50/p99 ' + en:>17s} {'p99 ratio':>9s}  backend mean ms per op ({rn} -> {en})")
+    missed = []
+    for name, e in es.items():
+        r = rs[name]
+        rate = e["rate"] / r["rate"]
+        p99 = e["p99"] / r["p99"] if r["p99"] > 0 else float("nan")
+        backend = ", ".join(f"{op} {r['backend'].get(op, float('nan')):.2f}->{v:.2f}" for op, v in e["backend"].items())
+        print(f"{name:8s} {r['rate']:12.0f} {e['rate']:12.0f} {rate:6.2f}  "
+              f"{r['p50']:8.1f}/{r['p99']:<8.1f} {e['p50']:8.1f}/{e['p99']:<8.1f} {p99:9.2f}  {backend}")
+        if rate < 1 or p99 > 1:
+            missed.append(name)
+    print(f"backend CPU for the whole mix (median): {rn} {rcpu:.1f} s, {en} {ecpu:.1f} s "
+          f"(ratio {ecpu / rcpu:.2f}); every watcher saw every event in every run")
+    print(f"{len(es)} phases, goal met on {len(es) - len(missed)}"
+          + (f" (missed: {', '.join(missed)})" if missed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

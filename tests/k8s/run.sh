@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Kubernetes on Engram (issue 14): builds what is missing and runs, side by side with etcd 3.7,
+#   storage   k8s.io/apiserver's own storage suites (pkg/storage/etcd3 and pkg/storage/cacher)
+#   scenario  a real kube-apiserver v1.37 driven by kubectl (tests/k8s/scenario.py)
+#   bench     a client-go load mix through kube-apiserver (tests/k8s/bin/loaddriver)
+#
+# Usage: tests/k8s/run.sh [all|storage|scenario|bench|build]...   (default: all)
+# Environment:
+#   ENGRAM_BIN          the engram binary (default: build/engram)
+#   ENGRAM_K8S_CACHE    Go modules, build cache, binaries (default: ~/.cache/engram-k8s)
+#   K8S_OUT             results (default: build/k8s)
+#   K8S_STORAGE_BACKENDS backends for the storage suites (default: "etcd37 engram";
+#                       add etcd34 for Debian's etcd 3.4.23, slow: its version gate times out)
+#   K8S_STORAGE_RUN     a -test.run pattern to run part of the storage suites
+#   K8S_BENCH_ROUNDS    benchmark rounds per backend, alternating (default 3)
+# Needs Go >= 1.26 and the Go module proxy; fails with a message naming what is missing.
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+CACHE="${ENGRAM_K8S_CACHE:-$HOME/.cache/engram-k8s}"
+ENGRAM_BIN="$(realpath "${ENGRAM_BIN:-$ROOT/build/engram}")"
+OUT="${K8S_OUT:-$ROOT/build/k8s}"
+K8S_VERSION=v1.37.2
+APISERVER_VERSION=v0.37.2
+ETCD37_VERSION=v3.7.4
+KUBE_BIN="$CACHE/k8s-$K8S_VERSION/bin"
+ETCD37_BIN="$CACHE/etcd-$ETCD37_VERSION/etcd"
+APISERVER_COPY="$CACHE/apiserver-$APISERVER_VERSION-engram"
+TESTBIN="$CACHE/testbin-$APISERVER_VERSION"
+export ENGRAM_BIN ETCD37_BIN
+
+die() { echo "tests/k8s/run.sh: $*" >&2; exit 2; }
+log() { echo "[k8s $(date +%H:%M:%S)] $*"; }
+
+# ---- Go and the module proxy ----------------------------------------------------------
+GO=""
+for g in "${K8S_GO:-}" /usr/local/go/bin/go "$(command -v go || true)"; do
+  [ -n "$g" ] && [ -x "$g" ] || continue
+  v="$("$g" env GOVERSION 2>/dev/null | sed 's/^go//')"
+  major="${v%%.*}"; rest="${v#*.}"; minor="${rest%%.*}"
+  if [ "${major:-0}" -gt 1 ] || { [ "${major:-0}" -eq 1 ] && [ "${minor:-0}" -ge 26 ]; }; then GO="$g"; break; fi
+done
+[ -n "$GO" ] || die "needs Go >= 1.26 (Kubernetes v1.37 and etcd 3.7 require it): install it at /usr/local/go (https://go.dev/dl/) or put it first in PATH, or set K8S_GO"
+export GOMODCACHE="$CACHE/gomod" GOCACHE="$CACHE/gocache" GOFLAGS=-modcacherw GOTOOLCHAIN=local
+export GOPROXY="${GOPROXY:-$("$GO" env GOPROXY)}"
+mkdir -p "$CACHE" "$OUT"
+[ -x "$ENGRAM_BIN" ] || die "no engram binary at $ENGRAM_BIN: build it first (scripts/build.sh) or set ENGRAM_BIN"
+command -v etcdctl >/dev/null || die "needs etcdctl (apt-get install etcd-client)"
+command -v openssl >/dev/null || die "needs openssl (apt-get install openssl)"
+
+proxy_check() {
+  if [ ! -d "$GOMODCACHE/cache/download/k8s.io/apiserver/@v" ] || ! ls "$GOMODCACHE/cache/download/k8s.io/apiserver/@v/$APISERVER_VERSION.zip" >/dev/null 2>&1; then
+    (cd "$HERE/storage" && "$GO" mod download k8s.io/apiserver >/dev/null 2>&1) ||
+      die "cannot fetch k8s.io/apiserver@$APISERVER_VERSION through the Go module proxy ($GOPROXY): check network access or set GOPROXY"
+  fi
+}
+
+# ---- builds (each skipped when its output is current) -------------------------------------
+newer() { # newer OUTPUT INPUT... : true when OUTPUT exists and is newer than every INPUT
+  local o="$1"; shift
+  [ -e "$o" ] || return 1
+  for i in "$@"; do [ "$o" -nt "$i" ] || return 1; done
+}
+
+build_etcd37() {
+  newer "$ETCD37_BIN" "$HERE/etcd37/main.go" "$HERE/etcd37/go.mod" "$HERE/etcd37/go.sum" && return 0
+  log "building etcd $ETCD37_VERSION (go.etcd.io/etcd/server/v3 etcdmain)"
+  mkdir -p "$(dirname "$ETCD37_BIN")"
+  (cd "$HERE/etcd37" && CGO_ENABLED=0 "$GO" build -trimpath -o "$ETCD37_BIN" .)
+}
+
+build_kube() {
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  mkdir -p "$KUBE_BIN"
+  if ! newer "$KUBE_BIN/kube-apiserver" "$HERE/bin/go.mod" "$HERE/bin/go.sum" || ! newer "$KUBE_BIN/kubectl" "$HERE/bin/go.mod"; then
+    log "building kube-apiserver and kubectl $K8S_VERSION through the module proxy (cold: about 25 min on 2 cores)"
+    (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ld" -o "$KUBE_BIN/" \
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+    touch "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl"
+  fi
+  if ! newer "$KUBE_BIN/loaddriver" "$HERE/bin/loaddriver/main.go" "$HERE/bin/go.mod"; then
+    log "building the client-go load driver"
+    (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -o "$KUBE_BIN/loaddriver" ./loaddriver)
+  fi
+}
+
+# A copy of k8s.io/apiserver with one line added to testserver.RunEtcd (our external.go.in
+# starts the launcher named by K8S_TEST_SERVER). No Kubernetes code is kept in this repository.
+prepare_apiserver() {
+  local ext="$APISERVER_COPY/pkg/storage/etcd3/testserver/external.go"
+  if [ ! -f "$APISERVER_COPY/.engram-patched" ] || ! cmp -s "$HERE/external.go.in" "$ext"; then
+    log "preparing $APISERVER_COPY"
+    proxy_check
+    local src
+    src="$(cd "$HERE/storage" && "$GO" list -m -f '{{.Dir}}' k8s.io/apiserver@$APISERVER_VERSION 2>/dev/null || true)"
+    [ -d "$src" ] || src="$GOMODCACHE/k8s.io/apiserver@$APISERVER_VERSION"
+    [ -d "$src" ] || { (cd "$HERE/storage" && "$GO" mod download -json k8s.io/apiserver@$APISERVER_VERSION >/dev/null) || true; }
+    [ -d "$src" ] || die "k8s.io/apiserver@$APISERVER_VERSION is not in $GOMODCACHE and could not be downloaded"
+    rm -rf "$APISERVER_COPY"; cp -r "$src" "$APISERVER_COPY"; chmod -R u+w "$APISERVER_COPY"
+    cp "$HERE/external.go.in" "$ext"
+    local f="$APISERVER_COPY/pkg/storage/etcd3/testserver/test_server.go"
+    sed -i '0,/^\tt.Helper()$/s//\tt.Helper()\n\tif c := runExternal(t, cfg); c != nil {\n\t\treturn c\n\t}/' "$f"
+    [ "$(grep -c 'runExternal(t, cfg)' "$f")" = 1 ] ||
+      die "could not patch RunEtcd in k8s.io/apiserver@$APISERVER_VERSION ($f changed shape)"
+    touch "$APISERVER_COPY/.engram-patched"
+  fi
+  ln -sfn "$APISERVER_COPY" "$HERE/storage/.apiserver"
+}
+
+build_testbins() {
+  prepare_apiserver
+  if newer "$TESTBIN/etcd3.test" "$APISERVER_COPY/.engram-patched" "$HERE/storage/go.sum" &&
+     newer "$TESTBIN/cacher.test" "$APISERVER_COPY/.engram-patched" "$HERE/storage/go.sum"; then return 0; fi
+  log "building the storage test binaries (k8s.io/apiserver $APISERVER_VERSION pkg/storage/etcd3, cacher)"
+  mkdir -p "$TESTBIN"
+  (cd "$HERE/storage" && "$GO" test -c -o "$TESTBIN/" k8s.io/apiserver/pkg/storage/etcd3 k8s.io/apiserver/pkg/storage/cacher)
+}
+
+# ---- parts ------------------------------------------------------------------------------
+STATUS=0
+SUMMARY=()
+
+run_storage() {
+  build_etcd37; build_testbins
+  local backends="${K8S_STORAGE_BACKENDS:-etcd37 engram}" files=() b pkg
+  for b in $backends; do
+    local json="$OUT/storage-$b.json"; : > "$json"
+    for pkg in etcd3 cacher; do
+      log "storage suites: $pkg on $b"
+      local tmp="/dev/shm/engram-k8s-tests-$b"; rm -rf "$tmp"; mkdir -p "$tmp"
+      (cd "$APISERVER_COPY/pkg/storage/$pkg" &&
+        TMPDIR="$tmp" K8S_TEST_SERVER="$HERE/servers/$b.sh" \
+        "$GO" tool test2json -t -p "k8s.io/apiserver/pkg/storage/$pkg" "$TESTBIN/$pkg.test" \
+          -test.v=test2json -test.count=1 -test.timeout=40m ${K8S_STORAGE_RUN:+-test.run "$K8S_STORAGE_RUN"} \
+          >> "$json" 2>&1) || true
+      rm -rf "$tmp"
+    done
+    local name="$b"; [ "$b" = engram ] && name=ENGRAM; [ "$b" = etcd37 ] && name=ETCD37
+    files+=("$name=$json")
+  done
+  if python3 "$HERE/compare.py" "${files[@]}" --known "$HERE/known-differences.txt" | tee "$OUT/storage-summary.txt"; then
+    SUMMARY+=("storage: $(tail -1 "$OUT/storage-summary.txt")")
+  else
+    STATUS=1; SUMMARY+=("storage: FAILED: $(tail -1 "$OUT/storage-summary.txt")")
+  fi
+}
+
+run_scenario() {
+  build_etcd37; build_kube
+  local b ok=1
+  for b in etcd37 engram; do
+    log "kube-apiserver scenario on $b"
+    if ! python3 "$HERE/scenario.py" --name "$b" --launcher "$HERE/servers/$b.sh" --kube-bin "$KUBE_BIN" \
+         --work "/dev/shm/engram-k8s-scenario-$b" --out "$OUT/scenario-$b.json" | tee "$OUT/scenario-$b.txt"; then ok=0; fi
+  done
+  if python3 "$HERE/scenario_compare.py" "$OUT/scenario-etcd37.json" "$OUT/scenario-engram.json" | tee "$OUT/scenario-summary.txt" && [ $ok = 1 ]; then
+    SUMMARY+=("scenario: $(tail -1 "$OUT/scenario-summary.txt")")
+  else
+    STATUS=1; SUMMARY+=("scenario: FAILED: $(tail -1 "$OUT/scenario-summary.txt")")
+  fi
+}
+
+run_bench() {
+  build_etcd37; build_kube
+  local rounds="${K8S_BENCH_ROUNDS:-3}" r b ref="" eng="" order
+  for r in $(seq 1 "$rounds"); do
+    order="etcd37 engram"; [ $((r % 2)) = 0 ] && order="engram etcd37"
+    for b in $order; do
+      log "client-go load through kube-apiserver on $b (round $r of $rounds)"
+      python3 "$HERE/scenario.py" --name "$b" --launcher "$HERE/servers/$b.sh" --kube-bin "$KUBE_BIN" \
+        --work "/dev/shm/engram-k8s-bench-$b" --out "$OUT/bench-$b-$r.json" --bench | tail -3 || STATUS=1
+      rm -rf "/dev/shm/engram-k8s-bench-$b"
+    done
+    ref="$ref${ref:+,}$OUT/bench-etcd37-$r.json"; eng="$eng${eng:+,}$OUT/bench-engram-$r.json"
+  done
+  if python3 "$HERE/bench_report.py" "etcd37=$ref" "engram=$eng" | tee "$OUT/bench-summary.txt"; then
+    SUMMARY+=("bench: $(tail -1 "$OUT/bench-summary.txt")")
+  else
+    STATUS=1; SUMMARY+=("bench: FAILED: $(tail -1 "$OUT/bench-summary.txt")")
+  fi
+}
+
+parts=("$@"); [ ${#parts[@]} -gt 0 ] || parts=(all)
+for p in "${parts[@]}"; do
+  case "$p" in
+    build) build_etcd37; build_kube; build_testbins ;;
+    storage) run_storage ;;
+    scenario) run_scenario ;;
+    bench) run_bench ;;
+    all) run_storage; run_scenario; run_bench ;;
+    *) die "unknown part '$p' (all, storage, scenario, bench, build)" ;;
+  esac
+done
+echo
+passed=0; failed=0
+for s in "${SUMMARY[@]}"; do
+  echo "$s"
+  case "$s" in *FAILED*) failed=$((failed + 1)) ;; *) passed=$((passed + 1)) ;; esac
+done
+echo "Kubernetes on Engram: $passed passed, $failed failed"
+exit $STATUS
