@@ -11,8 +11,29 @@ are allowed to differ, one `Package TestName  # reason` per line (Engram-side ex
 must say why). Exit status 0 when the rule holds, 1 otherwise.
 """
 import json
+import re
 import sys
 from collections import OrderedDict
+
+
+KLOG = re.compile(r"^[IWEF]\d{4} ")
+GO_LINE = re.compile(r"^\S+\.go:\d+: ")
+
+
+def failure_reason(lines):
+    """The first meaningful failure line of a test's output: a t.Error/t.Fatal line, a
+    testify `Error:` line, a panic or a timeout; klog/grpc log lines are skipped."""
+    stripped = [l.strip() for l in lines]
+    for i, t in enumerate(stripped):
+        if t.startswith("Error:") and i + 1 < len(stripped):
+            nxt = stripped[i + 1]
+            return t + (" " + nxt if nxt and not nxt.startswith(("Test:", "Messages:")) else "")
+    for t in stripped:
+        if KLOG.match(t) or "logging.go" in t or KLOG.match(t.split(": ", 1)[-1]):
+            continue
+        if GO_LINE.match(t) or t.startswith(("panic:", "panic: test timed out")):
+            return t
+    return "(subtests failed)"
 
 
 def load(path):
@@ -45,22 +66,12 @@ def load(path):
             elif action in ("pass", "fail", "skip"):
                 why = ""
                 if action == "fail":
-                    for text in output.get(key, []):
-                        s = text.strip()
-                        if (".go:" in s and ("Error" in s or "rror" in s or "expected" in s.lower())) or "panic:" in s:
-                            why = s
-                            break
-                    if not why:
-                        for text in output.get(key, []):
-                            s = text.strip()
-                            if s and not s.startswith(("=== ", "--- ")):
-                                why = s
-                                break
+                    why = failure_reason(output.get(key, []))
                 elif action == "skip":
                     for text in output.get(key, []):
-                        s = text.strip()
-                        if s and not s.startswith(("=== ", "--- ")):
-                            why = s
+                        t = text.strip()
+                        if t and not t.startswith(("=== ", "--- ")):
+                            why = t
                             break
                 results[key] = (action, why[:300])
     # A test that started but never ended (the binary died or timed out) counts as failed.

@@ -9,8 +9,8 @@
 #   ENGRAM_BIN          the engram binary (default: build/engram)
 #   ENGRAM_K8S_CACHE    Go modules, build cache, binaries (default: ~/.cache/engram-k8s)
 #   K8S_OUT             results (default: build/k8s)
-#   K8S_STORAGE_BACKENDS backends for the storage suites (default: "etcd37 engram";
-#                       add etcd34 for Debian's etcd 3.4.23, slow: its version gate times out)
+#   K8S_STORAGE_BACKENDS backends for the storage suites, the reference first
+#                       (default: "etcd37 etcd34 engram"; etcd34 is Debian's etcd 3.4.23)
 #   K8S_STORAGE_RUN     a -test.run pattern to run part of the storage suites
 #   K8S_BENCH_ROUNDS    benchmark rounds per backend, alternating (default 3)
 # Needs Go >= 1.26 and the Go module proxy; fails with a message naming what is missing.
@@ -56,6 +56,10 @@ proxy_check() {
 }
 
 # ---- builds (each skipped when its output is current) -------------------------------------
+build_failed() {
+  die "building $1 failed (output above). If a module could not be downloaded, check access to the Go module proxy ($GOPROXY) or set GOPROXY; the cache is $CACHE"
+}
+
 newer() { # newer OUTPUT INPUT... : true when OUTPUT exists and is newer than every INPUT
   local o="$1"; shift
   [ -e "$o" ] || return 1
@@ -66,7 +70,7 @@ build_etcd37() {
   newer "$ETCD37_BIN" "$HERE/etcd37/main.go" "$HERE/etcd37/go.mod" "$HERE/etcd37/go.sum" && return 0
   log "building etcd $ETCD37_VERSION (go.etcd.io/etcd/server/v3 etcdmain)"
   mkdir -p "$(dirname "$ETCD37_BIN")"
-  (cd "$HERE/etcd37" && CGO_ENABLED=0 "$GO" build -trimpath -o "$ETCD37_BIN" .)
+  (cd "$HERE/etcd37" && CGO_ENABLED=0 "$GO" build -trimpath -o "$ETCD37_BIN" .) || build_failed "etcd $ETCD37_VERSION"
 }
 
 build_kube() {
@@ -75,12 +79,12 @@ build_kube() {
   if ! newer "$KUBE_BIN/kube-apiserver" "$HERE/bin/go.mod" "$HERE/bin/go.sum" || ! newer "$KUBE_BIN/kubectl" "$HERE/bin/go.mod"; then
     log "building kube-apiserver and kubectl $K8S_VERSION through the module proxy (cold: about 25 min on 2 cores)"
     (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ld" -o "$KUBE_BIN/" \
-        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
+        k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl) || build_failed "kube-apiserver $K8S_VERSION"
     touch "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl"
   fi
   if ! newer "$KUBE_BIN/loaddriver" "$HERE/bin/loaddriver/main.go" "$HERE/bin/go.mod"; then
     log "building the client-go load driver"
-    (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -o "$KUBE_BIN/loaddriver" ./loaddriver)
+    (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -o "$KUBE_BIN/loaddriver" ./loaddriver) || build_failed "the load driver"
   fi
 }
 
@@ -113,7 +117,8 @@ build_testbins() {
      newer "$TESTBIN/cacher.test" "$APISERVER_COPY/.engram-patched" "$HERE/storage/go.sum"; then return 0; fi
   log "building the storage test binaries (k8s.io/apiserver $APISERVER_VERSION pkg/storage/etcd3, cacher)"
   mkdir -p "$TESTBIN"
-  (cd "$HERE/storage" && "$GO" test -c -o "$TESTBIN/" k8s.io/apiserver/pkg/storage/etcd3 k8s.io/apiserver/pkg/storage/cacher)
+  (cd "$HERE/storage" && "$GO" test -c -o "$TESTBIN/" k8s.io/apiserver/pkg/storage/etcd3 k8s.io/apiserver/pkg/storage/cacher) ||
+    build_failed "the storage test binaries"
 }
 
 # ---- parts ------------------------------------------------------------------------------
@@ -122,7 +127,7 @@ SUMMARY=()
 
 run_storage() {
   build_etcd37; build_testbins
-  local backends="${K8S_STORAGE_BACKENDS:-etcd37 engram}" files=() b pkg
+  local backends="${K8S_STORAGE_BACKENDS:-etcd37 etcd34 engram}" files=() b pkg
   for b in $backends; do
     local json="$OUT/storage-$b.json"; : > "$json"
     for pkg in etcd3 cacher; do
@@ -135,7 +140,7 @@ run_storage() {
           >> "$json" 2>&1) || true
       rm -rf "$tmp"
     done
-    local name="$b"; [ "$b" = engram ] && name=ENGRAM; [ "$b" = etcd37 ] && name=ETCD37
+    local name="$b"; [ "$b" = engram ] && name=ENGRAM
     files+=("$name=$json")
   done
   if python3 "$HERE/compare.py" "${files[@]}" --known "$HERE/known-differences.txt" | tee "$OUT/storage-summary.txt"; then
