@@ -48,43 +48,43 @@ mkdir -p "$CACHE" "$OUT"
 command -v etcdctl >/dev/null || die "needs etcdctl (apt-get install etcd-client)"
 command -v openssl >/dev/null || die "needs openssl (apt-get install openssl)"
 
-proxy_check() {
-  if [ ! -d "$GOMODCACHE/cache/download/k8s.io/apiserver/@v" ] || ! ls "$GOMODCACHE/cache/download/k8s.io/apiserver/@v/$APISERVER_VERSION.zip" >/dev/null 2>&1; then
-    (cd "$HERE/storage" && "$GO" mod download k8s.io/apiserver >/dev/null 2>&1) ||
-      die "cannot fetch k8s.io/apiserver@$APISERVER_VERSION through the Go module proxy ($GOPROXY): check network access or set GOPROXY"
-  fi
-}
-
 # ---- builds (each skipped when its output is current) -------------------------------------
 build_failed() {
   die "building $1 failed (output above). If a module could not be downloaded, check access to the Go module proxy ($GOPROXY) or set GOPROXY; the cache is $CACHE"
 }
 
-newer() { # newer OUTPUT INPUT... : true when OUTPUT exists and is newer than every INPUT
+# current OUTPUT INPUT... : true when OUTPUT exists and was built from these exact inputs (a hash of
+# their contents in OUTPUT.inputs; file times are useless in a fresh clone).
+inputs_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
+current() {
   local o="$1"; shift
-  [ -e "$o" ] || return 1
-  for i in "$@"; do [ "$o" -nt "$i" ] || return 1; done
+  [ -e "$o" ] && [ -f "$o.inputs" ] && [ "$(cat "$o.inputs")" = "$(inputs_hash "$@")" ]
 }
+stamp() { local o="$1"; shift; inputs_hash "$@" > "$o.inputs"; }
 
 build_etcd37() {
-  newer "$ETCD37_BIN" "$HERE/etcd37/main.go" "$HERE/etcd37/go.mod" "$HERE/etcd37/go.sum" && return 0
+  local in=("$HERE/etcd37/main.go" "$HERE/etcd37/go.mod" "$HERE/etcd37/go.sum")
+  current "$ETCD37_BIN" "${in[@]}" && return 0
   log "building etcd $ETCD37_VERSION (go.etcd.io/etcd/server/v3 etcdmain)"
   mkdir -p "$(dirname "$ETCD37_BIN")"
   (cd "$HERE/etcd37" && CGO_ENABLED=0 "$GO" build -trimpath -o "$ETCD37_BIN" .) || build_failed "etcd $ETCD37_VERSION"
+  stamp "$ETCD37_BIN" "${in[@]}"
 }
 
 build_kube() {
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
   mkdir -p "$KUBE_BIN"
-  if ! newer "$KUBE_BIN/kube-apiserver" "$HERE/bin/go.mod" "$HERE/bin/go.sum" || ! newer "$KUBE_BIN/kubectl" "$HERE/bin/go.mod"; then
-    log "building kube-apiserver and kubectl $K8S_VERSION through the module proxy (cold: about 25 min on 2 cores)"
+  local mods=("$HERE/bin/go.mod" "$HERE/bin/go.sum")
+  if ! current "$KUBE_BIN/kube-apiserver" "${mods[@]}" || ! current "$KUBE_BIN/kubectl" "${mods[@]}"; then
+    log "building kube-apiserver and kubectl $K8S_VERSION through the module proxy (cold: about 10 min on 2 cores)"
     (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -ldflags "$ld" -o "$KUBE_BIN/" \
         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl) || build_failed "kube-apiserver $K8S_VERSION"
-    touch "$KUBE_BIN/kube-apiserver" "$KUBE_BIN/kubectl"
+    stamp "$KUBE_BIN/kube-apiserver" "${mods[@]}"; stamp "$KUBE_BIN/kubectl" "${mods[@]}"
   fi
-  if ! newer "$KUBE_BIN/loaddriver" "$HERE/bin/loaddriver/main.go" "$HERE/bin/go.mod"; then
+  if ! current "$KUBE_BIN/loaddriver" "$HERE/bin/loaddriver/main.go" "${mods[@]}"; then
     log "building the client-go load driver"
     (cd "$HERE/bin" && CGO_ENABLED=0 "$GO" build -trimpath -o "$KUBE_BIN/loaddriver" ./loaddriver) || build_failed "the load driver"
+    stamp "$KUBE_BIN/loaddriver" "$HERE/bin/loaddriver/main.go" "${mods[@]}"
   fi
 }
 
@@ -94,31 +94,31 @@ prepare_apiserver() {
   local ext="$APISERVER_COPY/pkg/storage/etcd3/testserver/external.go"
   if [ ! -f "$APISERVER_COPY/.engram-patched" ] || ! cmp -s "$HERE/external.go.in" "$ext"; then
     log "preparing $APISERVER_COPY"
-    proxy_check
-    local src
-    src="$(cd "$HERE/storage" && "$GO" list -m -f '{{.Dir}}' k8s.io/apiserver@$APISERVER_VERSION 2>/dev/null || true)"
-    [ -d "$src" ] || src="$GOMODCACHE/k8s.io/apiserver@$APISERVER_VERSION"
-    [ -d "$src" ] || { (cd "$HERE/storage" && "$GO" mod download -json k8s.io/apiserver@$APISERVER_VERSION >/dev/null) || true; }
-    [ -d "$src" ] || die "k8s.io/apiserver@$APISERVER_VERSION is not in $GOMODCACHE and could not be downloaded"
+    local src="$GOMODCACHE/k8s.io/apiserver@$APISERVER_VERSION"
+    if [ ! -d "$src" ]; then
+      (cd "$CACHE" && "$GO" mod download "k8s.io/apiserver@$APISERVER_VERSION") ||
+        die "cannot fetch k8s.io/apiserver@$APISERVER_VERSION through the Go module proxy ($GOPROXY): check network access or set GOPROXY"
+    fi
     rm -rf "$APISERVER_COPY"; cp -r "$src" "$APISERVER_COPY"; chmod -R u+w "$APISERVER_COPY"
     cp "$HERE/external.go.in" "$ext"
     local f="$APISERVER_COPY/pkg/storage/etcd3/testserver/test_server.go"
     sed -i '0,/^\tt.Helper()$/s//\tt.Helper()\n\tif c := runExternal(t, cfg); c != nil {\n\t\treturn c\n\t}/' "$f"
     [ "$(grep -c 'runExternal(t, cfg)' "$f")" = 1 ] ||
       die "could not patch RunEtcd in k8s.io/apiserver@$APISERVER_VERSION ($f changed shape)"
-    touch "$APISERVER_COPY/.engram-patched"
+    echo "$APISERVER_VERSION" > "$APISERVER_COPY/.engram-patched"
   fi
   ln -sfn "$APISERVER_COPY" "$HERE/storage/.apiserver"
 }
 
 build_testbins() {
   prepare_apiserver
-  if newer "$TESTBIN/etcd3.test" "$APISERVER_COPY/.engram-patched" "$HERE/storage/go.sum" &&
-     newer "$TESTBIN/cacher.test" "$APISERVER_COPY/.engram-patched" "$HERE/storage/go.sum"; then return 0; fi
+  local in=("$APISERVER_COPY/.engram-patched" "$HERE/external.go.in" "$HERE/storage/go.mod" "$HERE/storage/go.sum")
+  if current "$TESTBIN/etcd3.test" "${in[@]}" && current "$TESTBIN/cacher.test" "${in[@]}"; then return 0; fi
   log "building the storage test binaries (k8s.io/apiserver $APISERVER_VERSION pkg/storage/etcd3, cacher)"
   mkdir -p "$TESTBIN"
   (cd "$HERE/storage" && "$GO" test -c -o "$TESTBIN/" k8s.io/apiserver/pkg/storage/etcd3 k8s.io/apiserver/pkg/storage/cacher) ||
     build_failed "the storage test binaries"
+  stamp "$TESTBIN/etcd3.test" "${in[@]}"; stamp "$TESTBIN/cacher.test" "${in[@]}"
 }
 
 # ---- parts ------------------------------------------------------------------------------
