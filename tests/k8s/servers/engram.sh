@@ -1,11 +1,5 @@
 #!/usr/bin/env bash
-# Launcher for k8s.io/apiserver's storage tests: one fresh Engram member.
-# Args: <client-url> <peer-url> <metrics-url> <data-dir>; ENGRAM_BIN names the binary.
+# One fresh Engram member (ENGRAM_BIN) for the Kubernetes tests; arguments in launch.sh.
 set -euo pipefail
-args=(--name default --data-dir "$4"
-      --listen-client-urls "$1" --advertise-client-urls "$1"
-      --listen-peer-urls "$2" --initial-advertise-peer-urls "$2" --initial-cluster "default=$2"
-      --listen-metrics-urls "$3")
-[ "${K8S_WATCH_PROGRESS_NOTIFY_INTERVAL:-0}" != 0 ] && args+=(--watch-progress-notify-interval "${K8S_WATCH_PROGRESS_NOTIFY_INTERVAL}s")
-[ "${K8S_QUOTA_BACKEND_BYTES:-0}" != 0 ] && args+=(--quota-backend-bytes "$K8S_QUOTA_BACKEND_BYTES")
-exec "${ENGRAM_BIN:?ENGRAM_BIN must name the engram binary}" "${args[@]}"
+. "$(dirname "${BASH_SOURCE[0]}")/launch.sh"
+launch "${ENGRAM_BIN:?ENGRAM_BIN must name the engram binary}" --watch-progress-notify-interval "$@"
