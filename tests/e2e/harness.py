@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 import urllib.error
 import urllib.request
 
@@ -780,3 +781,48 @@ class CompareCase(unittest.TestCase):
         self.assertNotEqual(ref.rc, 0, "test bug: etcd accepted %s: %r" % (args, ref))
         self.assertIn(text, ref.err, "test bug: etcd error for %s" % (args,))
         return ref
+
+
+# ---------------------------------------------------------------------------
+# A runner that counts tests (not subtests) and ends with "N passed, M failed"
+
+class CountingResult(unittest.TextTestResult):
+    """Counts tests (not subtests) that failed or erred."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.failed_ids = set()
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self.failed_ids.add(test.id())
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self.failed_ids.add(getattr(test, "id", lambda: repr(test))())
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self.failed_ids.add(test.id())
+
+
+def run_counting(notes, watchdog_env, watchdog_default=400.0):
+    """unittest.main with CountingResult: prints the notes, the time and
+    "N passed, M failed" (skips count as failures) and exits 0 only if all
+    passed. A hang dumps every thread's stack after $watchdog_env seconds
+    (ctest would kill it silently at 600 s)."""
+    import faulthandler
+    faulthandler.dump_traceback_later(float(os.environ.get(watchdog_env, watchdog_default)), exit=True)
+    runner = unittest.TextTestRunner(resultclass=CountingResult, verbosity=2 if "-v" in sys.argv else 1)
+    t0 = time.time()
+    prog = unittest.main(module="__main__", testRunner=runner, exit=False)
+    res = prog.result
+    failed = len(res.failed_ids)
+    passed = res.testsRun - failed - len(res.skipped)
+    sys.stderr.flush()
+    for n in notes:
+        print("note: " + n)
+    print("ran in %.1fs" % (time.time() - t0))
+    print("%d passed, %d failed" % (max(0, passed), failed + len(res.skipped)))
+    sys.exit(0 if failed == 0 and not res.skipped else 1)

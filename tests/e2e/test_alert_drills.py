@@ -772,43 +772,8 @@ class AlertDrillsTest(unittest.TestCase):
              " silent, etcd_server_has_leader 1 on all %d members for %d s" % (NO_LEADER, len(self.servers), window))
 
 
-class _CountingResult(unittest.TextTestResult):
-    """Counts tests (not subtests) that failed or erred."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.failed_ids = set()
-
-    def addFailure(self, test, err):
-        super().addFailure(test, err)
-        self.failed_ids.add(test.id())
-
-    def addError(self, test, err):
-        super().addError(test, err)
-        self.failed_ids.add(getattr(test, "id", lambda: repr(test))())
-
-    def addSubTest(self, test, subtest, err):
-        super().addSubTest(test, subtest, err)
-        if err is not None:
-            self.failed_ids.add(test.id())
-
-
 def main():
-    import faulthandler
-    # a hang shows where it is (ctest would kill it silently at 600 s)
-    faulthandler.dump_traceback_later(float(os.environ.get("E2E_DRILLS_WATCHDOG", "400")), exit=True)
-    runner = unittest.TextTestRunner(resultclass=_CountingResult, verbosity=2 if "-v" in sys.argv else 1)
-    t0 = time.time()
-    prog = unittest.main(testRunner=runner, exit=False)
-    res = prog.result
-    failed = len(res.failed_ids)
-    passed = res.testsRun - failed - len(res.skipped)
-    sys.stderr.flush()
-    for n in NOTES:
-        print("note: " + n)
-    print("ran in %.1fs" % (time.time() - t0))
-    print("%d passed, %d failed" % (max(0, passed), failed + len(res.skipped)))
-    sys.exit(0 if failed == 0 and not res.skipped else 1)
+    harness.run_counting(NOTES, "E2E_DRILLS_WATCHDOG")
 
 
 if __name__ == "__main__":
