@@ -40,9 +40,11 @@ TEST(HealthWritePath, StuckFsyncMakesHealthFalseButNotLivez) {
   etcdserverpb::PutResponse resp;
   std::atomic<bool> put_done{false};
   (*s)->Put(&req, &resp, [&](const Status&) { put_done = true; });
-  // The put is queued before the health check's read: the raft thread takes
-  // both in one pass (or the read in a later one), and the read index comes
-  // back only after the put's fsync.
+  // Once the raft thread has been inside the put's fsync for longer than a
+  // heartbeat (10 ms here), a linearizable read is no longer served locally:
+  // it needs a read index, which comes back only after the fsync.
+  while (failpoint::Triggered("wal-fsync") == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
   const auto t0 = std::chrono::steady_clock::now();
   HttpResponse h = get("/health");
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -15,6 +15,7 @@ namespace {
 struct Action {
   enum Kind { kSleep, kPanic, kError } kind;
   int ms = 0;
+  uint64_t triggered = 0;  // times taken since Set
 };
 
 std::atomic<int> g_count{0};
@@ -50,6 +51,7 @@ bool Eval(std::string_view name) {
     std::lock_guard<std::mutex> lk(g_mu);
     auto it = Table().find(name);
     if (it == Table().end()) return false;
+    it->second.triggered++;
     a = it->second;
   }
   switch (a.kind) {
@@ -63,6 +65,12 @@ bool Eval(std::string_view name) {
       return true;
   }
   return false;
+}
+
+uint64_t Triggered(std::string_view name) {
+  std::lock_guard<std::mutex> lk(g_mu);
+  auto it = Table().find(name);
+  return it == Table().end() ? 0 : it->second.triggered;
 }
 
 bool Set(const std::string& name, const std::string& action) {

@@ -12,6 +12,7 @@
 // Failpoint names used in the tree are listed in docs/failpoints.md.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,9 @@ namespace engram::failpoint {
 bool Eval(std::string_view name);
 // Sets (or with action "off", clears) a failpoint. Returns false on a bad action.
 bool Set(const std::string& name, const std::string& action);
+// How many times the failpoint's action was taken (a sleep started, say)
+// since it was last set; 0 when it is not set.
+uint64_t Triggered(std::string_view name);
 // Parses ENGRAM_FAILPOINTS; called once at start by main and test mains.
 bool LoadFromEnv(std::string* err);
 

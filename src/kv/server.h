@@ -190,6 +190,9 @@ struct ServerProbe {
   // etcd_server_slow_read_indexes_total: a read index that came back for an
   // older request, or did not come back within the request timeout.
   Counter slow_read_indexes;
+  // Linearizable reads served at once by a single-voter leader (no trip
+  // through the raft thread; see AfterLinearizable). Not an etcd metric.
+  Counter local_reads;
   Gauge has_leader, is_leader;
   Counter leader_changes;
   // etcd_server_apply_duration_seconds{version="v3",op,success}: one applied
@@ -307,11 +310,13 @@ class KvServer {
   const Options& options() const { return opts_; }
   const mvcc::Store& store() const { return *store_; }
 
-  // A linearizable read's barrier: fn(OK) runs on a reader thread once this
-  // member has applied everything committed when it was called, confirmed
-  // through raft's ReadIndex; fn(error) on timeout ("etcdserver: request
-  // timed out") or stop ("etcdserver: server stopped"), on any thread. Runs
-  // exactly once. WaitLinearizable blocks the caller for the same.
+  // A linearizable read's barrier: fn(OK) runs once this member has applied
+  // everything committed when it was called, confirmed through raft's
+  // ReadIndex (on a reader thread), or at once on the caller's thread when
+  // this member is the only voter and the leader (LocalReadReady); fn(error)
+  // on timeout ("etcdserver: request timed out") or stop ("etcdserver:
+  // server stopped"), on any thread. Runs exactly once. WaitLinearizable
+  // blocks the caller for the same.
   void AfterLinearizable(Done fn);
   Status WaitLinearizable();
   // The request timeout in effect (Options::request_timeout_ms resolved).
@@ -438,6 +443,18 @@ class KvServer {
   std::atomic<uint64_t> ticks_{0};
   std::atomic<uint64_t> term_{0}, leader_{0}, commit_{0};
   std::atomic<uint64_t> applied_{0};
+  // Local linearizable reads (single voter, leader): the raft thread sets
+  // local_read_floor_ to raft's LocalReadIndex when this member's term first
+  // allows it, 0 when not. A read may then run at once on the store once
+  // applied_ >= the floor: every write acknowledged before it is applied (a
+  // reply follows its batch's commit), and the floor covers what earlier
+  // terms and an earlier process committed. Not while the raft thread has
+  // been busy in one pass (a WAL write and fsync, say) for longer than a
+  // heartbeat: a stuck disk or raft loop fails linearizable reads with a
+  // timeout, as with etcd, so health checks that read tell the truth.
+  bool LocalReadReady() const;
+  std::atomic<uint64_t> local_read_floor_{0};
+  std::atomic<int64_t> raft_busy_since_ns_{0};  // steady clock; 0 = the raft thread waits for work
   std::atomic<uint64_t> synced_applied_{0};
   std::atomic<uint64_t> release_to_{0};  // set by the syncer, done by the raft thread
   std::atomic<bool> stopping_{false};
@@ -457,6 +474,7 @@ class KvServer {
   };
   std::unordered_map<std::string, ReadBatch> reads_in_flight_;  // raft thread only
   uint64_t read_seq_ = 0;                                       // raft thread only
+  uint64_t local_read_term_ = 0;  // raft thread only: the term local_read_floor_ was set in
   // Reads whose index is known but not applied yet, by index.
   std::mutex parked_mu_;
   std::multimap<uint64_t, std::shared_ptr<ReadWaiter>> parked_reads_;  // guarded by parked_mu_

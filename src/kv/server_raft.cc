@@ -55,7 +55,24 @@ void KvServer::FailProposal(Done& done, const Status& s) {
 
 // ---------------------------------------------------------- linearizable reads
 
+namespace {
+int64_t SteadyNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+bool KvServer::LocalReadReady() const {
+  const uint64_t floor = local_read_floor_.load(std::memory_order_acquire);
+  if (floor == 0 || applied_.load(std::memory_order_acquire) < floor) return false;
+  const int64_t busy = raft_busy_since_ns_.load(std::memory_order_acquire);
+  return busy == 0 || SteadyNs() - busy < static_cast<int64_t>(opts_.heartbeat_ms) * 1000000;
+}
+
 void KvServer::AfterLinearizable(Done fn) {
+  if (LocalReadReady() && !stopping_.load()) {
+    probe_.local_reads.Inc();
+    return fn(Status::OK());
+  }
   auto w = std::make_shared<ReadWaiter>();
   w->fn = std::move(fn);
   w->deadline = Clock::now() + request_timeout_;
@@ -143,12 +160,14 @@ void KvServer::RaftLoop() {
   bool campaign = true;  // single voter: campaign without waiting for the election timeout
   while (true) {
     {
+      raft_busy_since_ns_.store(0, std::memory_order_release);
       std::unique_lock<std::mutex> lk(prop_mu_);
       prop_cv_.wait_until(lk, next_tick, [&] { return !prop_queue_.empty() || raft_wakeup_ || stopping_.load(); });
       batch.swap(prop_queue_);
       reads.swap(read_queue_);
       raft_wakeup_ = false;
     }
+    raft_busy_since_ns_.store(SteadyNs(), std::memory_order_release);  // LocalReadReady
     if (stopping_.load()) {
       {
         // Proposals queued after the swap above, before stopping_ was set.
@@ -273,6 +292,19 @@ void KvServer::RaftLoop() {
         apply_cv_.notify_one();
       }
       node_->Advance(rd);
+    }
+    {
+      // Local reads: allowed from the first pass where raft's rule holds in
+      // this term, with the commit index of that moment as the floor.
+      const uint64_t local = node_->LocalReadIndex();
+      const uint64_t term = node_->Status().term;
+      if (local == 0) {
+        local_read_floor_.store(0, std::memory_order_release);
+        local_read_term_ = 0;
+      } else if (local_read_term_ != term) {
+        local_read_floor_.store(local, std::memory_order_release);
+        local_read_term_ = term;
+      }
     }
     if (campaign) {
       auto st = node_->Status();

@@ -202,9 +202,12 @@ TEST_F(WritePathTest, StuckFsyncTimesOutProposalsAndLinearizableReads) {
   EXPECT_EQ(Code::kUnavailable, st.code());
   EXPECT_EQ("etcdserver: request timed out", st.message());
   EXPECT_EQ(failed0 + 1, (*s)->probe().proposals_failed.Value());
-  // The raft thread is still inside the fsync: a linearizable read cannot
-  // get its read index; a serializable one is served locally.
+  // The raft thread is still inside the fsync: a linearizable read is not
+  // served locally (the disk is stuck) and cannot get its read index; a
+  // serializable one is served.
+  const int64_t local0 = (*s)->probe().local_reads.Value();
   EXPECT_EQ("<etcdserver: request timed out>", Get(**s, "k", false));
+  EXPECT_EQ(local0, (*s)->probe().local_reads.Value());
   EXPECT_GT((*s)->probe().slow_read_indexes.Value(), slow0);
   EXPECT_EQ("before", Get(**s, "k", true));
   // A proposal queued behind the stuck fsync times out too.
@@ -226,6 +229,40 @@ TEST_F(WritePathTest, StuckFsyncTimesOutProposalsAndLinearizableReads) {
 // A long compaction runs on the apply thread in bounded steps: the raft
 // thread keeps ticking and writes are applied between steps, not after the
 // whole compaction (it used to run inside the raft loop, in one go).
+// A single voter that leads serves linearizable reads at once, on the
+// caller's thread (no read index round through the raft thread), and they
+// still see every write acknowledged before them, from other threads too
+// and after a restart.
+TEST_F(WritePathTest, SingleVoterLeaderServesLinearizableReadsLocally) {
+  {
+    auto s = KvServer::Open(kvtest::TestOptions(dir_));
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    ASSERT_TRUE(kvtest::PutSync(**s, "k", "0").ok());
+    const int64_t local0 = (*s)->probe().local_reads.Value();
+    std::atomic<int> acked{0};
+    std::atomic<bool> stale{false};
+    std::thread reader([&] {
+      while (acked.load() < 300) {
+        const int before = acked.load();
+        const std::string v = Get(**s, "k", false);
+        if (v.front() == '<' || std::stoi(v) < before) stale = true;
+      }
+    });
+    for (int i = 1; i <= 300; i++) {
+      ASSERT_TRUE(kvtest::PutSync(**s, "k", std::to_string(i)).ok());
+      acked = i;
+      EXPECT_EQ(std::to_string(i), Get(**s, "k", false));
+    }
+    reader.join();
+    EXPECT_FALSE(stale.load()) << "a linearizable read missed an acknowledged write";
+    EXPECT_GT((*s)->probe().local_reads.Value(), local0);
+  }
+  // After a restart: the first linearizable read sees the last write.
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ("300", Get(**s, "k", false));
+}
+
 TEST_F(WritePathTest, CompactionNeitherStopsTicksNorHoldsWrites) {
   Options o = kvtest::TestOptions(dir_);
   o.compaction_batch_limit = 500;

@@ -75,6 +75,8 @@ class Raft {
   uint64_t term() const { return term_; }
   uint64_t lead() const { return lead_; }
   StateType state() const { return state_; }
+  // The leader may answer read indexes once an entry of its term is committed.
+  bool CommittedEntryInCurrentTerm() const { return log_.ZeroTermOnError(log_.committed()) == term_; }
   bool Promotable() const { return tracker_.IsVoter(id_); }
   // Committed but not yet applied entries include a conf change.
   bool HasUnappliedConfChanges() const;
@@ -131,7 +133,6 @@ class Raft {
   void OnCommitAdvanced();
   void AbortLeaderTransfer() { lead_transferee_ = kNone; }
 
-  bool CommittedEntryInCurrentTerm() const { return log_.ZeroTermOnError(log_.committed()) == term_; }
   void HandleReadIndex(const Message& m);
   void SendReadIndexResponse(const Message& m);
   void RespondToReadIndexReq(const Message& req, uint64_t read_index);

@@ -140,6 +140,12 @@ void RawNode::ReadIndex(std::string ctx) {
   (void)raft_->Step(Message{.type = MessageType::kReadIndex, .context = std::move(ctx)});
 }
 
+uint64_t RawNode::LocalReadIndex() const {
+  const Raft& r = *raft_;
+  if (r.state() != StateType::kLeader || !r.tracker().IsSingleton() || !r.CommittedEntryInCurrentTerm()) return 0;
+  return r.log().committed();
+}
+
 void RawNode::TransferLeader(uint64_t transferee) {
   (void)raft_->Step(Message{.type = MessageType::kTransferLeader, .from = transferee});
 }

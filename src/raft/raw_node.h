@@ -201,6 +201,13 @@ class RawNode {
   // (or lost in a leader change) never gets an answer: the caller times out,
   // as with etcd.
   void ReadIndex(std::string ctx);
+  // The read index this node can give without a round of messages: its
+  // commit index when it is the leader and the only voter, once an entry of
+  // its own term is committed (until then an earlier term's entries may be
+  // committed without its commit index showing it). 0 otherwise. What
+  // ReadIndex would answer at once on a single voter, without waiting for a
+  // Ready.
+  uint64_t LocalReadIndex() const;
   // Asks the leader (directly, or via this follower) to hand leadership to
   // transferee: the leader brings it up to date, then tells it to campaign.
   // Proposals are refused meanwhile; the attempt is abandoned after an election timeout.
