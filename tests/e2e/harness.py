@@ -21,6 +21,7 @@ import difflib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -131,6 +132,31 @@ def _pdeathsig():
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:
         pass
+
+
+def strace_fdatasync(server, path, delay_ms, log_path="/dev/null"):
+    """Starts strace -f -e inject=fdatasync:delay_enter=<ms> -P <path> on
+    server's process: its fdatasync calls on that one file are slowed at run
+    time (docs/design/truthful-signals.md section 5). Returns the strace
+    process once it has attached (its stderr, a pipe, is the caller's to
+    drain); terminating it detaches, and the server goes on."""
+    argv = [need("strace", "strace"), "-f", "-e", "trace=fdatasync",
+            "-e", "inject=fdatasync:delay_enter=%d" % (delay_ms * 1000),
+            "-P", path, "-o", log_path, "-p", str(server.proc.pid)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, preexec_fn=_pdeathsig)
+    buf = b""
+    deadline = time.time() + 15
+    while b"attached" not in buf:
+        if proc.poll() is not None or time.time() >= deadline:
+            proc.kill()
+            rest = proc.communicate()[1]
+            raise AssertionError("strace could not attach to %s (pid %d): %s"
+                                 % (server.label, server.proc.pid, (buf + rest).decode(errors="replace")))
+        r, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if r:
+            buf += os.read(proc.stderr.fileno(), 4096)
+    return proc
 
 
 def _cleanup_all():

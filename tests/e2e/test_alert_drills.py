@@ -88,7 +88,6 @@ import glob
 import json
 import os
 import re
-import select
 import struct
 import subprocess
 import sys
@@ -184,33 +183,7 @@ class ScaledPrometheus(live.Prometheus):
     """test_prometheus_live's Prometheus (query, alerts, stop), on the scaled rules."""
 
     def __init__(self, targets, tmp, rules_path):
-        self.port = harness.free_port()
-        self.dir = tmp
-        cfg = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [rules_path],
-            "scrape_configs": [
-                {"job_name": job, "scrape_interval": "1s", "scrape_timeout": "1s",
-                 "static_configs": [{"targets": [t]}]}
-                for job, t in targets
-            ],
-        }
-        self.cfg_path = os.path.join(tmp, "prometheus.yml")
-        with open(self.cfg_path, "w") as f:
-            json.dump(cfg, f)  # JSON is YAML
-        self.log = open(os.path.join(tmp, "prometheus.log"), "wb")
-        self.proc = subprocess.Popen(
-            [harness.need("prometheus"), "--config.file=" + self.cfg_path,
-             "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
-             "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"],
-            stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=harness._pdeathsig)
-        try:
-            harness.wait_until(lambda: harness.tcp_open(self.port) and live.http_get(self.url("/-/ready"))[0] == 200,
-                               60, "prometheus to be ready", interval=0.2)
-        except AssertionError:
-            self.stop()
-            with open(os.path.join(tmp, "prometheus.log"), "rb") as f:
-                raise AssertionError("prometheus did not start:\n" + f.read().decode(errors="replace")[-3000:])
+        super().__init__(targets, tmp, rules_path=rules_path, scrape_timeout="1s")
 
     def rules(self):
         """{alertname: [(query, for seconds, labels)]} as Prometheus loaded them."""
@@ -320,23 +293,7 @@ class Strace(object):
         self.proc = None
 
     def start(self):
-        argv = [harness.need("strace", "strace"), "-f", "-e", "trace=fdatasync",
-                "-e", "inject=fdatasync:delay_enter=%d" % (self.delay_ms * 1000),
-                "-P", self.path, "-o", self.log_path, "-p", str(self.server.proc.pid)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=harness._pdeathsig)
-        buf = b""
-        deadline = time.time() + 15
-        while b"attached" not in buf:
-            if self.proc.poll() is not None or time.time() >= deadline:
-                self.proc.kill()
-                rest = self.proc.communicate()[1]
-                raise AssertionError("strace could not attach to %s (pid %d): %s"
-                                     % (self.server.label, self.server.proc.pid,
-                                        (buf + rest).decode(errors="replace")))
-            r, _, _ = select.select([self.proc.stderr], [], [], 0.2)
-            if r:
-                buf += os.read(self.proc.stderr.fileno(), 4096)
+        self.proc = harness.strace_fdatasync(self.server, self.path, self.delay_ms, self.log_path)
         # drain its stderr (one line per attached thread) so it never blocks
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
 

@@ -40,16 +40,22 @@ def http_get(url, timeout=5):
 
 
 class Prometheus(object):
-    def __init__(self, targets, tmp):
+    """A real Prometheus scraping `targets` [(job, host:port)] every second with
+    `rules_path` (default: alerts/engram-rules.yaml); its files under tmp."""
+
+    def __init__(self, targets, tmp, rules_path=None, scrape_timeout=None):
         self.port = harness.free_port()
         self.dir = tmp
+        jobs = []
+        for job, t in targets:
+            j = {"job_name": job, "scrape_interval": "1s", "static_configs": [{"targets": [t]}]}
+            if scrape_timeout:
+                j["scrape_timeout"] = scrape_timeout
+            jobs.append(j)
         cfg = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [os.path.join(ROOT, "alerts", "engram-rules.yaml")],
-            "scrape_configs": [
-                {"job_name": job, "scrape_interval": "1s", "static_configs": [{"targets": [t]}]}
-                for job, t in targets
-            ],
+            "rule_files": [rules_path or os.path.join(ROOT, "alerts", "engram-rules.yaml")],
+            "scrape_configs": jobs,
         }
         self.cfg_path = os.path.join(tmp, "prometheus.yml")
         with open(self.cfg_path, "w") as f:
@@ -60,14 +66,13 @@ class Prometheus(object):
              "--storage.tsdb.path=" + os.path.join(tmp, "tsdb"),
              "--web.listen-address=127.0.0.1:%d" % self.port, "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=harness._pdeathsig)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if harness.tcp_open(self.port):
-                code, _ = http_get(self.url("/-/ready"))
-                if code == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError("prometheus did not start")
+        try:
+            harness.wait_until(lambda: harness.tcp_open(self.port) and http_get(self.url("/-/ready"))[0] == 200,
+                               60, "prometheus to be ready", interval=0.2)
+        except AssertionError:
+            self.stop()
+            with open(os.path.join(tmp, "prometheus.log"), "rb") as f:
+                raise AssertionError("prometheus did not start:\n" + f.read().decode(errors="replace")[-3000:])
 
     def url(self, path):
         return "http://127.0.0.1:%d%s" % (self.port, path)

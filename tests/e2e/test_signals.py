@@ -36,7 +36,6 @@ import glob
 import math
 import os
 import re
-import select
 import subprocess
 import sys
 import threading
@@ -247,22 +246,7 @@ class Strace(object):
         self.server, self.path, self.delay_ms = server, path, delay_ms
 
     def __enter__(self):
-        argv = [harness.need("strace", "strace"), "-f", "-e", "trace=fdatasync",
-                "-e", "inject=fdatasync:delay_enter=%d" % (self.delay_ms * 1000),
-                "-P", self.path, "-o", "/dev/null", "-p", str(self.server.proc.pid)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, preexec_fn=harness._pdeathsig)
-        buf = b""
-        deadline = time.time() + 15
-        while b"attached" not in buf:
-            if self.proc.poll() is not None or time.time() >= deadline:
-                self.proc.kill()
-                rest = self.proc.communicate()[1]
-                raise AssertionError("strace could not attach to %s (pid %d): %s"
-                                     % (self.server.label, self.server.proc.pid, (buf + rest).decode(errors="replace")))
-            r, _, _ = select.select([self.proc.stderr], [], [], 0.2)
-            if r:
-                buf += os.read(self.proc.stderr.fileno(), 4096)
+        self.proc = harness.strace_fdatasync(self.server, self.path, self.delay_ms)
         return self
 
     def __exit__(self, *exc):

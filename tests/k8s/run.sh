@@ -12,7 +12,7 @@
 #   K8S_STORAGE_BACKENDS backends for the storage suites, the reference first
 #                       (default: "etcd37 etcd34 engram"; etcd34 is Debian's etcd 3.4.23)
 #   K8S_STORAGE_RUN     a -test.run pattern to run part of the storage suites
-#   K8S_BENCH_ROUNDS    benchmark rounds per backend, alternating (default 3)
+#   K8S_BENCH_ROUNDS    benchmark rounds per backend, alternating (default 5)
 # Needs Go >= 1.26 and the Go module proxy; fails with a message naming what is missing.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -167,7 +167,7 @@ run_scenario() {
 
 run_bench() {
   build_etcd37; build_kube
-  local rounds="${K8S_BENCH_ROUNDS:-3}" r b ref="" eng="" order
+  local rounds="${K8S_BENCH_ROUNDS:-5}" r b ref="" eng="" order
   for r in $(seq 1 "$rounds"); do
     order="etcd37 engram"; [ $((r % 2)) = 0 ] && order="engram etcd37"
     for b in $order; do
