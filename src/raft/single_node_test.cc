@@ -235,6 +235,8 @@ TEST_F(SingleNodeTest, RestartContinuesTermCommitAndApplied) {
   ASSERT_TRUE(node_->Campaign().ok());
   EXPECT_EQ(node_->Status().term, 2u);
   EXPECT_EQ(node_->Status().state, StateType::kLeader);
+  EXPECT_EQ(node_->LocalReadIndex(), 0u)
+      << "commit 6 is term 1's: 7 may have been acknowledged, so no local read before term 2 commits";
   rd = Cycle();
   ASSERT_EQ(rd.entries.size(), 1u);
   EXPECT_EQ(rd.entries[0], (Entry{2, 8, EntryType::kNormal, ""}));
@@ -244,6 +246,7 @@ TEST_F(SingleNodeTest, RestartContinuesTermCommitAndApplied) {
   ASSERT_EQ(rd.committed_entries.size(), 2u);
   EXPECT_EQ(rd.committed_entries[0].data, "unapplied");
   EXPECT_EQ(rd.committed_entries[1].index, 8u);
+  EXPECT_EQ(node_->LocalReadIndex(), 8u);
 }
 
 TEST_F(SingleNodeTest, RestartAfterCompactedPrefix) {
@@ -340,6 +343,36 @@ TEST_F(SingleNodeTest, ReadIndexAnswersAtOnceWithTheCommitIndex) {
   EXPECT_EQ(rd.read_states[0].request_ctx, "ctx1");
   EXPECT_EQ(rd.read_states[0].index, 2u);
   ASSERT_EQ(rd.committed_entries.size(), 1u);  // the reader waits for applied >= 2
+}
+
+// What ReadIndex would answer at once, without a Ready: only for the leader
+// that is the sole voter, once an entry of its term is committed.
+TEST_F(SingleNodeTest, LocalReadIndexOnlyForTheSoleVoterLeaderWithItsTermCommitted) {
+  EXPECT_EQ(node_->LocalReadIndex(), 0u) << "a follower";
+  ASSERT_TRUE(node_->Campaign().ok());
+  EXPECT_EQ(node_->LocalReadIndex(), 0u) << "leader, but its empty entry is not committed";
+  Cycle();  // persists term, vote and the empty entry
+  EXPECT_EQ(node_->LocalReadIndex(), 1u);
+  Cycle();
+  ASSERT_TRUE(node_->Propose("a").ok());
+  Cycle();  // "a" persisted (index 2), committed in memory
+  EXPECT_EQ(node_->LocalReadIndex(), 2u) << "the commit index, as ReadIndex answers";
+  node_->ReadIndex("ctx");
+  Ready rd = Cycle();
+  ASSERT_EQ(rd.read_states.size(), 1u);
+  EXPECT_EQ(rd.read_states[0].index, node_->LocalReadIndex());
+  // A second voter: a quorum must confirm leadership, never a local answer.
+  ASSERT_TRUE(node_->ProposeConfChange(ConfChange{ConfChangeType::kAddNode, 2, "http://n2"}).ok());
+  rd = node_->GetReady();
+  ASSERT_TRUE(storage_.Append(rd.entries).ok());
+  if (!rd.hard_state.Empty()) storage_.SetHardState(rd.hard_state);
+  node_->Advance(rd);
+  rd = node_->GetReady();
+  ASSERT_EQ(rd.committed_entries.size(), 1u);
+  auto cc = DecodeConfChange(rd.committed_entries[0].data);
+  ASSERT_TRUE(cc.ok());
+  EXPECT_EQ(node_->ApplyConfChange(*cc), (ConfState{{1, 2}, {}}));
+  EXPECT_EQ(node_->LocalReadIndex(), 0u);
 }
 
 TEST_F(SingleNodeTest, ReadIndexWithoutLeaderIsDropped) {
