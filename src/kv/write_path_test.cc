@@ -226,9 +226,6 @@ TEST_F(WritePathTest, StuckFsyncTimesOutProposalsAndLinearizableReads) {
   EXPECT_EQ("after", Get(**s, "k", false));
 }
 
-// A long compaction runs on the apply thread in bounded steps: the raft
-// thread keeps ticking and writes are applied between steps, not after the
-// whole compaction (it used to run inside the raft loop, in one go).
 // A single voter that leads serves linearizable reads at once, on the
 // caller's thread (no read index round through the raft thread), and they
 // still see every write acknowledged before them, from other threads too
@@ -263,6 +260,9 @@ TEST_F(WritePathTest, SingleVoterLeaderServesLinearizableReadsLocally) {
   EXPECT_EQ("300", Get(**s, "k", false));
 }
 
+// A long compaction runs on the apply thread in bounded steps: the raft
+// thread keeps ticking and writes are applied between steps, not after the
+// whole compaction (it used to run inside the raft loop, in one go).
 TEST_F(WritePathTest, CompactionNeitherStopsTicksNorHoldsWrites) {
   Options o = kvtest::TestOptions(dir_);
   o.compaction_batch_limit = 500;
