@@ -49,10 +49,12 @@ grpc::ServerUnaryReactor* KVService::Range(grpc::CallbackServerContext* ctx, con
   return r;
 }
 
+// Writes come as Caller::kClient: a lone write runs on this gRPC thread and
+// finishes the reactor before the handler returns (KvServer::Caller).
 grpc::ServerUnaryReactor* KVService::Put(grpc::CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
                                          etcdserverpb::PutResponse* resp) {
   auto* r = ctx->DefaultReactor();
-  kv_->Put(req, resp, Finisher(kv_, r, resp));
+  kv_->Put(req, resp, Finisher(kv_, r, resp), kv::KvServer::Caller::kClient);
   return r;
 }
 
@@ -60,14 +62,14 @@ grpc::ServerUnaryReactor* KVService::DeleteRange(grpc::CallbackServerContext* ct
                                                  const etcdserverpb::DeleteRangeRequest* req,
                                                  etcdserverpb::DeleteRangeResponse* resp) {
   auto* r = ctx->DefaultReactor();
-  kv_->DeleteRange(req, resp, Finisher(kv_, r, resp));
+  kv_->DeleteRange(req, resp, Finisher(kv_, r, resp), kv::KvServer::Caller::kClient);
   return r;
 }
 
 grpc::ServerUnaryReactor* KVService::Txn(grpc::CallbackServerContext* ctx, const etcdserverpb::TxnRequest* req,
                                          etcdserverpb::TxnResponse* resp) {
   auto* r = ctx->DefaultReactor();
-  kv_->Txn(req, resp, Finisher(kv_, r, resp));
+  kv_->Txn(req, resp, Finisher(kv_, r, resp), kv::KvServer::Caller::kClient);
   return r;
 }
 

@@ -10,7 +10,7 @@
 //            with "etcdserver: corrupt cluster" (etcd's applierV3Corrupt).
 //
 // Alarms change only through raft (an engrampb.InternalRequest `alarm` entry),
-// in log order, on the apply thread; the set is stored in the MVCC meta under
+// in log order, in the apply stage (server.h); the set is stored in the MVCC meta under
 // kAlarmsMetaName in the same LMDB transaction as the entry's apply, and
 // loaded at open. Reads (Get, Active, Has) may come from any thread.
 #pragma once

@@ -3,7 +3,8 @@
 // range filtering/sorting/limit, txn compares and branch selection, nested
 // txns, put with prev_kv/ignore_value/ignore_lease, delete with prev_kv).
 //
-// Threading: ApplyWrite runs on the apply thread only. ExecRange/ExecReadTxn
+// Threading: ApplyWrite runs in the apply stage only (server.h: the apply
+// thread, or a writer applying inline; one at a time). ExecRange/ExecReadTxn
 // run on any thread against a fixed-revision read view of the store.
 #pragma once
 

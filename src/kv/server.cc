@@ -463,13 +463,14 @@ void KvServer::LoadMembers() {
 
 template <class Req>
 void KvServer::ProposeRequest(InternalRequest::RequestCase kind, int field, const Req* req,
-                              google::protobuf::Message* resp, Done done) {
+                              google::protobuf::Message* resp, Done done, Caller caller) {
   (void)kind;
   Proposal p;
   p.id = ids_->Next();
   p.data = EncodeRequest(p.id, field, *req);
   p.resp = resp;
   p.done = std::move(done);
+  p.caller = caller;
   Propose(std::move(p));
 }
 
@@ -620,24 +621,27 @@ void KvServer::PutWithIdForTesting(uint64_t id, const etcdserverpb::PutRequest* 
   Propose(std::move(p));
 }
 
-void KvServer::Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done) {
+void KvServer::Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done,
+                   Caller caller) {
   done = TimeRequest(&probe_.request_seconds, kReqPut, std::move(done));
   // The quota comes first, as etcd's quotaKVServer wraps the KV server.
   if (!QuotaAvailable(QuotaCost(*req))) return RaiseNoSpace(std::move(done));
   Status s = CheckPut(*req);
   if (!s.ok()) return done(s);
-  ProposeRequest(InternalRequest::kPut, InternalRequest::kPutFieldNumber, req, resp, std::move(done));
+  ProposeRequest(InternalRequest::kPut, InternalRequest::kPutFieldNumber, req, resp, std::move(done), caller);
 }
 
 void KvServer::DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp,
-                           Done done) {
+                           Done done, Caller caller) {
   done = TimeRequest(&probe_.request_seconds, kReqDeleteRange, std::move(done));
   Status s = CheckDelete(*req);
   if (!s.ok()) return done(s);
-  ProposeRequest(InternalRequest::kDeleteRange, InternalRequest::kDeleteRangeFieldNumber, req, resp, std::move(done));
+  ProposeRequest(InternalRequest::kDeleteRange, InternalRequest::kDeleteRangeFieldNumber, req, resp, std::move(done),
+                 caller);
 }
 
-void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done) {
+void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done,
+                   Caller caller) {
   done = TimeRequest(&probe_.request_seconds, IsTxnReadOnly(*req) ? kReqReadonlyTxn : kReqTxn, std::move(done));
   if (!QuotaAvailable(QuotaCost(*req))) return RaiseNoSpace(std::move(done));  // 0 for a txn without puts
   Status s = CheckTxn(*req, static_cast<int>(opts_.max_txn_ops));
@@ -665,7 +669,7 @@ void KvServer::Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnRespons
       read(done);
     });
   }
-  ProposeRequest(InternalRequest::kTxn, InternalRequest::kTxnFieldNumber, req, resp, std::move(done));
+  ProposeRequest(InternalRequest::kTxn, InternalRequest::kTxnFieldNumber, req, resp, std::move(done), caller);
 }
 
 void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp,
@@ -676,7 +680,7 @@ void KvServer::Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb:
     // revisions is done (the apply thread runs it in steps after the commit).
     done = [this, done = std::move(done)](const Status& s) mutable {
       if (!s.ok()) return done(s);
-      physical_waiters_.push_back(std::move(done));  // apply thread
+      physical_waiters_.push_back(std::move(done));  // the apply stage holder
     };
   }
   ProposeRequest(InternalRequest::kCompaction, InternalRequest::kCompactionFieldNumber, req, resp, std::move(done));

@@ -14,10 +14,16 @@
 //                                                      the same txn; commit;
 //                                                      publish revision; reply
 //
-// The apply thread is the only LMDB writer and applies the committed entry's
-// bytes, never the caller's request object: a proposal id only routes the
-// reply to the caller (wait.h). The raft thread never applies or compacts, so
-// its ticks keep their cadence. A proposal not applied within the request
+// When no write is in progress, a client's write (Caller::kClient) skips
+// both hand-offs: its own thread runs the raft pass, releases the raft stage,
+// then runs the apply. The two stages stay apart: whoever holds the raft
+// stage (raft_running_) never touches LMDB, whoever holds the apply stage
+// (apply_running_) is the only LMDB writer, and entries are applied in order.
+//
+// The apply stage applies the committed entry's bytes, never the caller's
+// request object: a proposal id only routes the reply to the caller
+// (wait.h). The raft stage never applies or compacts, so the raft thread's
+// ticks keep their cadence. A proposal not applied within the request
 // timeout (etcd: 5s + 2 x election timeout) fails with "etcdserver: request
 // timed out" (the timeout thread), even when the raft thread is stuck in an
 // fsync; its entry may still commit and apply later, as in etcd.
@@ -193,6 +199,10 @@ struct ServerProbe {
   // Linearizable reads served at once by a single-voter leader (no trip
   // through the raft thread; see AfterLinearizable). Not an etcd metric.
   Counter local_reads;
+  // Writes a kClient caller ran itself (raft pass, then apply; see
+  // KvServer::Caller), and of those, the ones whose apply it also ran. Not
+  // etcd metrics.
+  Counter inline_writes, inline_applies;
   Gauge has_leader, is_leader;
   Counter leader_changes;
   // etcd_server_apply_duration_seconds{version="v3",op,success}: one applied
@@ -250,14 +260,29 @@ class KvServer {
   // as etcd, so none is lost to a slow shutdown). Idempotent.
   void Quiesce() { quiescing_.store(true); }
 
-  // ---- writes: asynchronous; done runs on the apply thread after apply ----
+  // ---- writes: asynchronous; done runs after apply ----
   using Done = kv::Done;
+  // Who proposes a write. kInternal: it is queued for the raft thread and
+  // done runs on the apply (or timeout) thread; the caller never blocks.
+  // kClient: a client's request on a thread that may block for a while (a
+  // gRPC handler). When no write is in progress (the raft and apply stages
+  // idle, no other caller writing inline), the caller runs the write itself:
+  // a raft pass (WAL append and fdatasync) as the raft thread would, then,
+  // with the raft stage released, the apply as the apply thread would, and
+  // done runs on the caller before Put returns. That saves two thread
+  // wake-ups per write on a lightly loaded member; under load, writes queue
+  // for the raft thread and commit in groups as with kInternal. At most one
+  // caller writes inline at a time (server_raft.cc).
+  enum class Caller { kInternal, kClient };
   // The request and response objects must stay alive until done runs.
-  void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done);
-  void DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp, Done done);
+  void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done,
+           Caller caller = Caller::kInternal);
+  void DeleteRange(const etcdserverpb::DeleteRangeRequest* req, etcdserverpb::DeleteRangeResponse* resp, Done done,
+                   Caller caller = Caller::kInternal);
   // Read-only txns are served locally: a serializable one before Txn returns,
   // a linearizable one on a reader thread once its read index is applied.
-  void Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done);
+  void Txn(const etcdserverpb::TxnRequest* req, etcdserverpb::TxnResponse* resp, Done done,
+           Caller caller = Caller::kInternal);
   void Compact(const etcdserverpb::CompactionRequest* req, etcdserverpb::CompactionResponse* resp, Done done);
 
   // ---- reads ----
@@ -368,6 +393,7 @@ class KvServer {
     google::protobuf::Message* resp = nullptr;
     std::chrono::steady_clock::time_point deadline;
     Done done;
+    Caller caller = Caller::kInternal;
   };
   // A linearizable read waiting for its read index, then for that index to
   // be applied (server_raft.cc). Whoever sets finished first runs fn.
@@ -388,16 +414,27 @@ class KvServer {
   void Propose(Proposal p);
   template <class Req>
   void ProposeRequest(engrampb::InternalRequest::RequestCase kind, int field, const Req* req,
-                      google::protobuf::Message* resp, Done done);
+                      google::protobuf::Message* resp, Done done, Caller caller = Caller::kInternal);
   Status ProposeAndWait(engrampb::InternalRequest ir);
   // Fails a proposal that was not applied (timeout, no leader, stopped).
   void FailProposal(Done& done, const Status& s);
 
   void RaftLoop();      // server_raft.cc
+  // One raft pass, by whoever holds the raft stage (raft_running_): the
+  // batch proposed, one ReadIndex for the reads, every Ready persisted (WAL
+  // append and fdatasync) and its committed entries handed on. With
+  // apply_here, the entries go there (and the caller holds the apply stage,
+  // apply_running_) when the apply stage is free; otherwise, and always
+  // without it, to the apply thread. Returns whether it took the apply stage.
+  bool RaftPass(std::vector<Proposal>& batch, std::vector<std::shared_ptr<ReadWaiter>>& reads,
+                std::vector<raft::Entry>* apply_here);
+  // Propose, kClient, nothing in progress: the caller runs the write (above).
+  void WriteInline(std::unique_lock<std::mutex> prop_lock, Proposal p);
   void TimeoutLoop();   // server_raft.cc
   void SyncLoop();      // server_raft.cc
   void ApplyLoop();     // server_apply.cc, and below
-  void ApplyEntries(std::vector<raft::Entry>& entries);
+  void ApplyEntries(std::vector<raft::Entry>& entries);  // holds the apply stage
+  void AnswerPhysicalWaiters();                          // holds the apply stage
   Status ApplyOne(mvcc::Store::Batch& b, const raft::Entry& e, google::protobuf::Message* resp,
                   engrampb::InternalRequest* ir);
   void ApplyConfChange(mvcc::Store::Batch& b, const raft::Entry& e);
@@ -434,9 +471,9 @@ class KvServer {
   std::atomic<bool> quiescing_{false};      // Quiesce(): no lease revokes or checkpoints
   double revoke_tokens_ = 0;                // timeout thread: the revoke rate limit's bucket
   std::chrono::steady_clock::time_point revoke_refill_{};  // and when it was last filled
-  std::unique_ptr<wal::Wal> wal_;                    // raft thread only (after Init)
+  std::unique_ptr<wal::Wal> wal_;                    // raft stage only (after Init)
   std::unique_ptr<raft::MemoryStorage> storage_;
-  std::unique_ptr<raft::RawNode> node_;              // raft thread only (after Init)
+  std::unique_ptr<raft::RawNode> node_;              // raft stage only (after Init)
 
   std::unique_ptr<IdGenerator> ids_;  // proposal ids (id_gen.h)
   std::chrono::milliseconds request_timeout_{7000};
@@ -464,17 +501,25 @@ class KvServer {
   std::condition_variable prop_cv_;
   std::vector<Proposal> prop_queue_;  // guarded by prop_mu_
   bool raft_wakeup_ = false;          // guarded by prop_mu_
+  // The raft stage: whoever sets it (the raft thread, or a kClient caller
+  // writing inline) owns node_, wal_, storage_ and the raft-thread-only
+  // state below until it clears it; both under prop_mu_.
+  bool raft_running_ = false;   // guarded by prop_mu_
+  bool inline_writer_ = false;  // guarded by prop_mu_: a caller is writing inline (raft pass, then apply)
+  bool raft_stage_wanted_ = false;  // guarded by prop_mu_: the raft thread waits for the stage
+  int64_t in_flight_avg_ = 0;   // guarded by prop_mu_: writes in flight at a proposal, x256, moving average (Propose)
 
   // Linearizable reads: queued by readers (under prop_mu_), then sent as one
-  // ReadIndex per raft-loop pass, keyed by its context (raft thread only).
+  // ReadIndex per raft-loop pass, keyed by its context (raft stage only).
   std::vector<std::shared_ptr<ReadWaiter>> read_queue_;  // guarded by prop_mu_
   struct ReadBatch {
     std::vector<std::shared_ptr<ReadWaiter>> waiters;
     std::chrono::steady_clock::time_point sent;
   };
-  std::unordered_map<std::string, ReadBatch> reads_in_flight_;  // raft thread only
-  uint64_t read_seq_ = 0;                                       // raft thread only
-  uint64_t local_read_term_ = 0;  // raft thread only: the term local_read_floor_ was set in
+  std::unordered_map<std::string, ReadBatch> reads_in_flight_;  // raft stage only
+  uint64_t read_seq_ = 0;                                       // raft stage only
+  uint64_t local_read_term_ = 0;  // raft stage only: the term local_read_floor_ was set in
+  uint64_t last_lead_ = 0;        // raft stage only: the leader the last soft state named
   // Reads whose index is known but not applied yet, by index.
   std::mutex parked_mu_;
   std::multimap<uint64_t, std::shared_ptr<ReadWaiter>> parked_reads_;  // guarded by parked_mu_
@@ -497,11 +542,15 @@ class KvServer {
   std::condition_variable apply_cv_;
   std::vector<raft::Entry> apply_queue_;  // guarded by apply_mu_
   bool apply_done_ = false;               // guarded by apply_mu_
+  // The apply stage: whoever sets it (the apply thread, or a caller writing
+  // inline) is the only LMDB writer until it clears it, and owns the
+  // apply-thread-only state below (physical_waiters_, map_full_retry_).
+  bool apply_running_ = false;  // guarded by apply_mu_
   std::vector<Done> defrag_waiters_;      // guarded by apply_mu_: Defragment calls to run
 
   AlarmStore alarms_;
-  bool map_full_retry_ = false;
-  std::vector<Done> physical_waiters_;  // apply thread: physical compactions waiting for the removal to end  // apply thread: re-applying a batch after a full map (refuse writes)
+  bool map_full_retry_ = false;         // apply stage: re-applying a batch after a full map (refuse writes)
+  std::vector<Done> physical_waiters_;  // apply stage: physical compactions waiting for the removal to end
 
   // Applied-index waiters.
   std::mutex applied_mu_;

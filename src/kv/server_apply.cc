@@ -24,50 +24,50 @@ using internal::ApplyOpOf;
 using internal::EncodeMembers;
 using internal::Hex;
 
+void KvServer::AnswerPhysicalWaiters() {
+  // A physical Compact waiting for the removal is answered once none is
+  // pending (also when its compaction had nothing to remove, e.g. at 0).
+  if (physical_waiters_.empty() || store_->CompactionPending()) return;
+  std::vector<Done> ws;
+  ws.swap(physical_waiters_);
+  for (auto& d : ws) d(Status::OK());
+}
+
 void KvServer::ApplyLoop() {
   std::vector<raft::Entry> entries;
   std::vector<Done> defrag;  // Defragment calls, run between batches
   const auto step_interval = std::chrono::milliseconds(opts_.compaction_sleep_interval_ms);
   auto last_step = Clock::now();
-  // A physical Compact waiting for the removal is answered once none is
-  // pending (also when its compaction had nothing to remove, e.g. at 0).
-  auto answer_physical = [&] {
-    if (physical_waiters_.empty() || store_->CompactionPending()) return;
-    std::vector<Done> ws;
-    ws.swap(physical_waiters_);
-    for (auto& d : ws) d(Status::OK());
-  };
-  // One step of the pending compaction.
-  auto compact_step = [&] {
-    store_->CompactStep();
-    last_step = Clock::now();
-    answer_physical();
-  };
   while (true) {
     {
       std::unique_lock<std::mutex> lk(apply_mu_);
-      auto work = [&] { return !apply_queue_.empty() || apply_done_ || !defrag_waiters_.empty(); };
-      if (store_->CompactionPending() && !work()) {
-        // Idle: a step of the pending compaction, then look again. Each step
-        // is bounded, so a write that arrives waits for one step at most.
-        lk.unlock();
-        compact_step();
-        continue;
-      }
-      apply_cv_.wait(lk, work);
+      apply_running_ = false;  // (taken below, in the last round)
+      // The compaction state and physical_waiters_ belong to the apply
+      // stage: read only while nobody holds it (and apply_mu_ keeps it so).
+      apply_cv_.wait(lk, [&] {
+        return !apply_running_ && (!apply_queue_.empty() || apply_done_ || !defrag_waiters_.empty() ||
+                                   store_->CompactionPending() || !physical_waiters_.empty());
+      });
       if (apply_queue_.empty() && apply_done_) break;
+      apply_running_ = true;
       entries.swap(apply_queue_);
       defrag.swap(defrag_waiters_);
     }
+    const bool idle = entries.empty() && defrag.empty();
     if (!entries.empty()) ApplyEntries(entries);
     entries.clear();
     if (!defrag.empty()) RunDefrag(defrag);
-    // Under a steady write load the queue is never empty: one step per
-    // --experimental-compaction-sleep-interval so the compaction still
+    // One step of the pending compaction: whenever there is nothing else to
+    // do (each step is bounded, so a write that arrives waits for one step
+    // at most), and under a steady write load once per
+    // --experimental-compaction-sleep-interval, so the compaction still
     // finishes while writes keep most of the time (etcd sleeps between its
     // compaction batches likewise).
-    if (store_->CompactionPending() && Clock::now() - last_step >= step_interval) compact_step();
-    answer_physical();
+    if (store_->CompactionPending() && (idle || Clock::now() - last_step >= step_interval)) {
+      store_->CompactStep();
+      last_step = Clock::now();
+    }
+    AnswerPhysicalWaiters();
   }
   for (auto& d : physical_waiters_) d(errors::Stopped());  // the removal finishes at the next start
   physical_waiters_.clear();

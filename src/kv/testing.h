@@ -37,12 +37,13 @@ inline Options TestOptions(const std::string& dir, const std::string& name = "t1
 }
 
 // Put and wait for the outcome; *rev gets the response's revision.
-inline Status PutSync(KvServer& s, const std::string& k, const std::string& v, int64_t* rev = nullptr) {
+inline Status PutSync(KvServer& s, const std::string& k, const std::string& v, int64_t* rev = nullptr,
+                      KvServer::Caller caller = KvServer::Caller::kInternal) {
   etcdserverpb::PutRequest req;
   req.set_key(k);
   req.set_value(v);
   etcdserverpb::PutResponse resp;
-  Status st = Await([&](Done done) { s.Put(&req, &resp, std::move(done)); });
+  Status st = Await([&](Done done) { s.Put(&req, &resp, std::move(done), caller); });
   if (rev) *rev = resp.header().revision();
   return st;
 }

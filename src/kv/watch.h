@@ -37,7 +37,8 @@
 //     interval (WatchOptions::progress_interval plus up to 10% jitter) get
 //     {watch_id, revision} if synced, as etcd's progress ticker does.
 //
-// Threads: Notify runs on the apply thread only. Stream methods may be called
+// Threads: Notify runs in the apply stage only (the apply thread, or a writer
+// applying inline: one at a time, in log order; server.h). Stream methods may be called
 // from any thread. The hub owns two threads: the syncer (catch-up) and the
 // notifier (runs streams' ready callbacks and progress ticks), so neither the
 // apply thread nor a stream's caller ever runs another stream's code. All

@@ -260,6 +260,152 @@ TEST_F(WritePathTest, SingleVoterLeaderServesLinearizableReadsLocally) {
   EXPECT_EQ("300", Get(**s, "k", false));
 }
 
+// A client's write (Caller::kClient) with nothing else in flight runs on
+// the caller's thread: its reply comes before Put returns, on that thread.
+// An internal one never does.
+TEST_F(WritePathTest, LoneClientWriteRunsOnTheCallersThread) {
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ServerProbe& p = (*s)->probe();
+  const uint64_t writes0 = p.inline_writes.Value(), applies0 = p.inline_applies.Value();
+  for (int i = 0; i < 20; i++) ASSERT_TRUE(kvtest::PutSync(**s, "internal", std::to_string(i)).ok());
+  EXPECT_EQ(writes0, p.inline_writes.Value()) << "an internal write ran on its caller's thread";
+  EXPECT_EQ(applies0, p.inline_applies.Value());
+
+  int on_caller = 0;
+  int64_t last_rev = 0;
+  for (int i = 0; i < 50; i++) {
+    etcdserverpb::PutRequest req;
+    req.set_key("client");
+    req.set_value(std::to_string(i));
+    etcdserverpb::PutResponse resp;
+    const auto me = std::this_thread::get_id();
+    bool answered_here = false;
+    Waitable w;
+    Done inner = w.Fn();
+    (*s)->Put(&req, &resp, [&, inner](const Status& st) mutable {
+      answered_here = std::this_thread::get_id() == me;
+      inner(st);
+    }, KvServer::Caller::kClient);
+    ASSERT_TRUE(w.Wait().ok());
+    // A raft tick may hold the raft stage at the moment of a put: that one
+    // is queued instead. Never most of them.
+    if (answered_here) on_caller++;
+    EXPECT_GT(resp.header().revision(), last_rev);
+    last_rev = resp.header().revision();
+    EXPECT_EQ(std::to_string(i), Get(**s, "client", false));
+  }
+  EXPECT_GE(on_caller, 40);
+  EXPECT_GE(p.inline_writes.Value() - writes0, static_cast<uint64_t>(on_caller));
+  EXPECT_GE(p.inline_applies.Value() - applies0, static_cast<uint64_t>(on_caller));
+}
+
+// Inline and queued writes mix without losing or reordering one: a lone
+// client writer (mostly inline) beside internal writers (queued for the
+// raft thread) and linearizable readers. Every write gets its own
+// revision, each writer's revisions grow, and an acknowledged write is
+// visible to a read that starts after it.
+TEST_F(WritePathTest, InlineAndQueuedWritesKeepTheLogOrder) {
+  auto s = KvServer::Open(kvtest::TestOptions(dir_));
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ServerProbe& p = (*s)->probe();
+  const uint64_t writes0 = p.inline_writes.Value();
+  const int64_t rev0 = (*s)->GetStatus().revision;
+  constexpr int kClientWrites = 400, kInternalWrites = 150, kInternalWriters = 2;
+  std::mutex mu;
+  std::set<int64_t> revs;
+  std::atomic<bool> bad{false};
+  std::atomic<int> client_acked{-1};
+  auto writer = [&](const std::string& key, int n, KvServer::Caller caller, bool pause) {
+    int64_t last = 0;
+    for (int i = 0; i < n; i++) {
+      int64_t rev = 0;
+      Status st = kvtest::PutSync(**s, key, std::to_string(i), &rev, caller);
+      if (!st.ok() || rev <= last) bad = true;
+      last = rev;
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        if (!revs.insert(rev).second) bad = true;
+      }
+      if (caller == KvServer::Caller::kClient) client_acked = i;
+      if (pause) std::this_thread::sleep_for(std::chrono::microseconds(700));
+    }
+  };
+  std::atomic<bool> stale{false}, done{false};
+  std::thread reader([&] {
+    while (!done.load()) {
+      const int before = client_acked.load();
+      const std::string v = Get(**s, "client", false);
+      if (before >= 0 && (v.front() == '<' || std::stoi(v) < before)) stale = true;
+    }
+  });
+  std::vector<std::thread> ws;
+  ws.emplace_back(writer, "client", kClientWrites, KvServer::Caller::kClient, false);
+  for (int t = 0; t < kInternalWriters; t++) {
+    ws.emplace_back(writer, "internal" + std::to_string(t), kInternalWrites, KvServer::Caller::kInternal, true);
+  }
+  for (auto& t : ws) t.join();
+  done = true;
+  reader.join();
+  EXPECT_FALSE(bad.load()) << "a write failed, or a revision repeated or went back";
+  EXPECT_FALSE(stale.load()) << "a linearizable read missed an acknowledged write";
+  const int total = kClientWrites + kInternalWriters * kInternalWrites;
+  EXPECT_EQ(static_cast<size_t>(total), revs.size());
+  EXPECT_EQ(rev0 + total, (*s)->GetStatus().revision);
+  EXPECT_EQ(std::to_string(kClientWrites - 1), Get(**s, "client", false));
+  for (int t = 0; t < kInternalWriters; t++) {
+    EXPECT_EQ(std::to_string(kInternalWrites - 1), Get(**s, "internal" + std::to_string(t), false));
+  }
+  EXPECT_GT(p.inline_writes.Value(), writes0) << "no write ran inline: the test did not mix them";
+}
+
+// A client writing inline whose fsync hangs is stuck in Put, yet its
+// request still times out with etcd's error (from the timeout thread),
+// other client writes queue instead of joining it and time out too, and
+// linearizable reads fail as with the raft thread stuck.
+TEST_F(WritePathTest, StuckFsyncUnderAnInlineWriterTimesOutOthers) {
+  Options o = kvtest::TestOptions(dir_);
+  o.request_timeout_ms = 300;
+  auto s = KvServer::Open(o);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_TRUE(kvtest::PutSync(**s, "k", "before").ok());
+  ServerProbe& p = (*s)->probe();
+  const uint64_t writes0 = p.inline_writes.Value();
+
+  ASSERT_TRUE(failpoint::Set("wal-fsync", "sleep(2000)"));
+  etcdserverpb::PutRequest req;
+  req.set_key("k");
+  req.set_value("during");
+  etcdserverpb::PutResponse resp;
+  Waitable w;
+  std::atomic<bool> returned{false};
+  std::thread stuck([&] {
+    (*s)->Put(&req, &resp, w.Fn(), KvServer::Caller::kClient);
+    returned = true;
+  });
+  while (!failpoint::Triggered("wal-fsync")) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Status st = w.Wait();
+  EXPECT_EQ("etcdserver: request timed out", st.message());
+  EXPECT_FALSE(returned.load()) << "the inline writer was expected to still be inside its fsync";
+  EXPECT_EQ(writes0 + 1, p.inline_writes.Value());
+  // Another client write does not join the stuck one: it queues, and times out.
+  Status st2 = kvtest::PutSync(**s, "other", "x", nullptr, KvServer::Caller::kClient);
+  EXPECT_EQ("etcdserver: request timed out", st2.message());
+  EXPECT_EQ(writes0 + 1, p.inline_writes.Value());
+  EXPECT_EQ("<etcdserver: request timed out>", Get(**s, "k", false));
+  EXPECT_EQ("before", Get(**s, "k", true));
+
+  ASSERT_TRUE(failpoint::Set("wal-fsync", "off"));
+  stuck.join();
+  Status ok;
+  for (int i = 0; i < 100; i++) {
+    ok = kvtest::PutSync(**s, "k", "after", nullptr, KvServer::Caller::kClient);
+    if (ok.ok()) break;
+  }
+  ASSERT_TRUE(ok.ok()) << ok.ToString();
+  EXPECT_EQ("after", Get(**s, "k", false));
+}
+
 // A long compaction runs on the apply thread in bounded steps: the raft
 // thread keeps ticking and writes are applied between steps, not after the
 // whole compaction (it used to run inside the raft loop, in one go).

@@ -8,7 +8,7 @@
 //     an expiry time, plus the keys attached to it. A key is attached to at
 //     most one lease.
 //   - Grant, Revoke, Attach and Detach change the replicated state: they run
-//     on the apply thread, in log order, inside an apply batch (BeginBatch /
+//     in the apply stage (kv/server.h), in log order, inside an apply batch (BeginBatch /
 //     EndBatch): if the batch's backend commit fails, Rollback undoes them.
 //   - Renew (keepalive), TimeToLive and Leases are local reads of the
 //     leader's state; expiry is local too: Expired lists leases past their
