@@ -265,14 +265,16 @@ class KvServer {
   // Who proposes a write. kInternal: it is queued for the raft thread and
   // done runs on the apply (or timeout) thread; the caller never blocks.
   // kClient: a client's request on a thread that may block for a while (a
-  // gRPC handler). When no write is in progress (the raft and apply stages
-  // idle, no other caller writing inline), the caller runs the write itself:
-  // a raft pass (WAL append and fdatasync) as the raft thread would, then,
-  // with the raft stage released, the apply as the apply thread would, and
-  // done runs on the caller before Put returns. That saves two thread
-  // wake-ups per write on a lightly loaded member; under load, writes queue
-  // for the raft thread and commit in groups as with kInternal. At most one
-  // caller writes inline at a time (server_raft.cc).
+  // gRPC handler). When no other write is in flight, few were lately, and
+  // the raft stage is free (no other caller writing inline), the caller runs
+  // the write itself: a raft pass (WAL append and fdatasync) as the raft
+  // thread would, then, with the raft stage released and if the apply stage
+  // is free, the apply as the apply thread would: done then runs on the
+  // caller before Put returns (otherwise the apply thread applies the entry
+  // and runs done). That saves two thread wake-ups per write on a lightly
+  // loaded member; concurrent writes queue for the raft thread and commit in
+  // groups as with kInternal. At most one caller writes inline at a time
+  // (Propose, server_raft.cc).
   enum class Caller { kInternal, kClient };
   // The request and response objects must stay alive until done runs.
   void Put(const etcdserverpb::PutRequest* req, etcdserverpb::PutResponse* resp, Done done,

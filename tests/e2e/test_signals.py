@@ -447,15 +447,26 @@ class SignalsTest(unittest.TestCase):
         etcd_mvcc_db_total_size_in_use_in_bytes is lower than before the
         compaction. etcd 3.4 refreshes it on each of the compaction's bbolt
         commits (some freed pages are still pending there, so it drops only
-        part of the way)."""
+        part of the way). Its refresh happens when a bbolt write txn begins,
+        and pages freed by the compaction's last commit stay pending while
+        the read txn it closes in a goroutine is still open: then nothing
+        drops until etcd's next commit (seen once in CI). So etcd, the
+        reference, gets one more write if its in-use has not moved within
+        3 s; Engram never does."""
+        d = member("D")
+
         def run(s):
             self.fill(s, "/cmp/")
             ok(s, "del", "/cmp/", "--prefix")
             before = scrape(s).must("etcd_mvcc_db_total_size_in_use_in_bytes")
             ok(s, "compaction", "--physical", revision(s))
-            after = poll(s, lambda m: m.must("etcd_mvcc_db_total_size_in_use_in_bytes") < before, timeout=3)
+            dropped = lambda m: m.must("etcd_mvcc_db_total_size_in_use_in_bytes") < before
+            after = poll(s, dropped, timeout=3)
+            if s is d and not dropped(after):
+                ok(s, "put", "/cmp-nudge", "x")
+                after = poll(s, dropped, timeout=3)
             return before, after.must("etcd_mvcc_db_total_size_in_use_in_bytes")
-        got_e, got_d = parallel(run, member("E"), member("D"))
+        got_e, got_d = parallel(run, member("E"), d)
         self.assertLess(got_d[1], got_d[0], "test bug: etcd's in-use did not drop after compaction")
         self.assertLess(got_e[1], got_e[0], "Engram's in-use did not move after compaction --physical "
                         "(before, after) = %r; etcd's: %r" % (got_e, got_d))
