@@ -98,6 +98,12 @@ def main(argv):
                   f"  p99 {med(p99):.2f} [{min(p99):.2f}-{max(p99):.2f}]")
     print(f"backend CPU for the whole mix (median): {rn} {rcpu:.1f} s, {en} {ecpu:.1f} s "
           f"(ratio {ecpu / rcpu:.2f}); every watcher saw every event in every run")
+    for label, runs in ((rn, ref), (en, eng)):
+        retried = [(i + 1, p["name"], p["retries"]) for i, r in enumerate(runs)
+                   for p in r["phases"] if p.get("retries")]
+        if retried:
+            print(f"{label}: reads retried once after an HTTP/2 transport error with the apiserver: "
+                  + ", ".join(f"round {i} {n} {c}" for i, n, c in retried))
     print(f"{len(es)} phases, goal met on {len(es) - len(missed)}"
           + (f" (missed: {', '.join(missed)})" if missed else ""))
     return 0
