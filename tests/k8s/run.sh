@@ -12,7 +12,7 @@
 #   K8S_STORAGE_BACKENDS backends for the storage suites, the reference first
 #                       (default: "etcd37 etcd34 engram"; etcd34 is Debian's etcd 3.4.23)
 #   K8S_STORAGE_RUN     a -test.run pattern to run part of the storage suites
-#   K8S_BENCH_ROUNDS    benchmark rounds per backend, alternating (default 5)
+#   K8S_BENCH_ROUNDS    benchmark rounds; each runs every phase on both backends (default 5)
 # Needs Go >= 1.26 and the Go module proxy; fails with a message naming what is missing.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -167,15 +167,14 @@ run_scenario() {
 
 run_bench() {
   build_etcd37; build_kube
-  local rounds="${K8S_BENCH_ROUNDS:-5}" r b ref="" eng="" order
+  local rounds="${K8S_BENCH_ROUNDS:-5}" r ref="" eng=""
+  log "client-go load through kube-apiserver on etcd37 and on engram, both up, phases interleaved ($rounds rounds)"
+  rm -f "$OUT"/bench-etcd37-*.json "$OUT"/bench-engram-*.json
+  python3 "$HERE/scenario.py" --bench --name etcd37,engram \
+    --launcher "$HERE/servers/etcd37.sh,$HERE/servers/engram.sh" --kube-bin "$KUBE_BIN" \
+    --work /dev/shm/engram-k8s-bench --out "$OUT" --rounds "$rounds" | tail -4 || STATUS=1
+  rm -rf /dev/shm/engram-k8s-bench
   for r in $(seq 1 "$rounds"); do
-    order="etcd37 engram"; [ $((r % 2)) = 0 ] && order="engram etcd37"
-    for b in $order; do
-      log "client-go load through kube-apiserver on $b (round $r of $rounds)"
-      python3 "$HERE/scenario.py" --name "$b" --launcher "$HERE/servers/$b.sh" --kube-bin "$KUBE_BIN" \
-        --work "/dev/shm/engram-k8s-bench-$b" --out "$OUT/bench-$b-$r.json" --bench | tail -3 || STATUS=1
-      rm -rf "/dev/shm/engram-k8s-bench-$b"
-    done
     ref="$ref${ref:+,}$OUT/bench-etcd37-$r.json"; eng="$eng${eng:+,}$OUT/bench-engram-$r.json"
   done
   if python3 "$HERE/bench_report.py" "etcd37=$ref" "engram=$eng" | tee "$OUT/bench-summary.txt"; then

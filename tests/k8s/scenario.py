@@ -2,6 +2,8 @@
 """A real kube-apiserver keeps its state in one backend (Engram or etcd); kubectl drives it.
 
 Usage: scenario.py --name NAME --launcher servers/X.sh --kube-bin DIR --work DIR --out FILE.json
+       scenario.py --bench --name A,B --launcher servers/A.sh,servers/B.sh --kube-bin DIR --work DIR
+                   --out DIR [--rounds N]   (the load driver through one apiserver per backend)
 
 Starts the backend through its launcher (the same launchers as the storage suites), then
 kube-apiserver v1.37 on it, and runs the scenario of issue 14 step by step. Every step
@@ -510,26 +512,7 @@ class Scenario:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def bench(self):
-        """The client-go load mix (bin/loaddriver) through kube-apiserver on this backend."""
-        self.start_backend()
-        self.start_apiserver()
-        cpu0 = self.cpu_seconds(self.backend)
-        r = subprocess.run([f"{self.kbin}/loaddriver", f"--kubeconfig={self.work}/kubeconfig",
-                            f"--objects={self.args.objects}"], capture_output=True, text=True, timeout=1800)
-        cpu = self.cpu_seconds(self.backend) - cpu0
-        sys.stderr.write(r.stderr)
-        out = json.loads(r.stdout) if r.stdout.strip().startswith("{") else {}
-        out.update({"name": self.args.name, "ok": r.returncode == 0, "backend_cpu_seconds": round(cpu, 2),
-                    "stderr": r.stderr[-2000:]})
-        with open(self.args.out, "w") as f:
-            json.dump(out, f, indent=1)
-        print(f"{self.args.name}: load driver {'ok' if r.returncode == 0 else 'FAILED'}; backend CPU {cpu:.1f} s")
-        return 0 if r.returncode == 0 else 1
-
     def run(self):
-        if self.args.bench:
-            return self.bench()
         try:
             self.step("backend starts", self.start_backend)
             self.step("kube-apiserver starts on it", self.start_apiserver)
@@ -558,6 +541,55 @@ class Scenario:
         return 0 if failed == 0 else 1
 
 
+def bench(args):
+    """The client-go load mix (bin/loaddriver) through one kube-apiserver per backend, all up at
+    once; the driver interleaves the phases between them. Writes OUT/bench-NAME-ROUND.json."""
+    names, launchers = args.name.split(","), args.launcher.split(",")
+    if len(names) != len(launchers):
+        raise SystemExit("--bench: give as many --launcher as --name (comma-separated)")
+    stacks = []
+    try:
+        for name, launcher in zip(names, launchers):
+            a = argparse.Namespace(**{**vars(args), "name": name, "launcher": launcher,
+                                      "work": os.path.join(args.work, name)})
+            while True:  # four ports per stack, none shared with another stack
+                sc = Scenario(a)
+                taken = {p for o in stacks for p in (o.cport, o.pport, o.mport, o.aport)}
+                if not taken & {sc.cport, sc.pport, sc.mport, sc.aport}:
+                    break
+            stacks.append(sc)
+        for sc in stacks:
+            sc.start_backend()
+            sc.start_apiserver()
+        cpu0 = [sc.cpu_seconds(sc.backend) for sc in stacks]
+        r = subprocess.run([f"{stacks[0].kbin}/loaddriver",
+                            "--kubeconfig=" + ",".join(f"{sc.work}/kubeconfig" for sc in stacks),
+                            "--names=" + ",".join(names),
+                            "--backend-pids=" + ",".join(str(sc.backend.pid) for sc in stacks),
+                            "--apiserver-pids=" + ",".join(str(sc.apiserver.pid) for sc in stacks),
+                            f"--rounds={args.rounds}", f"--objects={args.objects}"],
+                           capture_output=True, text=True, timeout=600 + 600 * args.rounds)
+        cpu = [sc.cpu_seconds(sc.backend) - c for sc, c in zip(stacks, cpu0)]
+        sys.stderr.write(r.stderr)
+        runs = json.loads(r.stdout).get("runs", {}) if r.stdout.strip().startswith("{") else {}
+        os.makedirs(args.out, exist_ok=True)
+        for name, c in zip(names, cpu):
+            got = {rr["round"]: rr for rr in runs.get(name, [])}
+            for rnd in range(1, args.rounds + 1):
+                rr = got.get(rnd, {"name": name, "round": rnd, "ok": False, "phases": []})
+                rr["stderr"] = r.stderr[-2000:]
+                with open(os.path.join(args.out, f"bench-{name}-{rnd}.json"), "w") as f:
+                    json.dump(rr, f, indent=1)
+            ok = len(got) == args.rounds and all(rr["ok"] for rr in got.values())
+            print(f"{name}: {len(got)} of {args.rounds} rounds {'ok' if ok else 'FAILED'}; "
+                  f"backend CPU {c:.1f} s in all (its phases, the others' and idle time)")
+        return 0 if r.returncode == 0 else 1
+    finally:
+        for sc in stacks:
+            sc.stop(sc.apiserver, signal.SIGKILL, 5)
+            sc.stop(sc.backend, signal.SIGKILL, 5)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
@@ -567,10 +599,15 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--objects", type=int, default=None,
                     help="objects for the paginated lists (5000) or the load driver (10000)")
-    ap.add_argument("--bench", action="store_true", help="run the client-go load driver instead")
+    ap.add_argument("--bench", action="store_true",
+                    help="run the client-go load driver instead: --name and --launcher comma-separated "
+                         "(one stack per backend, all up at once), --out a folder")
+    ap.add_argument("--rounds", type=int, default=5, help="benchmark rounds (--bench)")
     args = ap.parse_args()
     if args.objects is None:
         args.objects = 10000 if args.bench else 5000
+    if args.bench:
+        return bench(args)
     sc = Scenario(args)
     try:
         return sc.run()

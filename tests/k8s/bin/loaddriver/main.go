@@ -1,10 +1,11 @@
-// loaddriver runs one fixed request mix through a kube-apiserver with client-go and reports,
-// per phase, the client's throughput and latency and the apiserver's own request latency
-// (apiserver_request_duration_seconds, p50/p99 from its histogram buckets over the phase).
-// `tests/k8s/run.sh bench` runs it against kube-apiserver on Engram and on etcd 3.7 in one run.
+// loaddriver runs one fixed request mix through one or more kube-apiservers (one per backend,
+// all running at once) with client-go and reports, per backend, round and phase, the client's
+// throughput and latency, the apiserver's own request latency (apiserver_request_duration_seconds,
+// p50/p99 from its histogram buckets over the phase) and the backend's CPU during the phase.
+// `tests/k8s/run.sh bench` runs it against kube-apiserver on etcd 3.7 and on Engram in one run.
 //
-// After an unmeasured warm-up (1,000 creates, updates and gets in namespace "warm"),
-// phases (in order, in namespace "load"):
+// After an unmeasured warm-up on each backend (1,000 creates, updates and gets in namespace
+// "warm"), every round r runs these phases (namespaces load-r and load1k-r):
 //
 //	create   N configmaps, W workers
 //	update   every configmap once (Update with the last resourceVersion), W workers
@@ -12,8 +13,14 @@
 //	list1k   lists of a 1,000-object namespace, W workers, `lists` times
 //	list10k  lists of the 10,000-object namespace (N objects), `lists`/5 times
 //
-// while `watchers` watches on the namespace stay open and count what they receive (every
-// watcher must see every create and update). Output: one JSON object on stdout.
+// Phases interleave: each phase runs on every backend, one after the other, before the next
+// phase starts (the order of the backends alternates from round to round), so the two
+// measurements of a phase are seconds apart and the machine's drift over minutes cancels.
+// The other stacks stay up, idle, meanwhile. `watchers` watches on the round's namespace stay
+// open on each backend and count what they receive; after a write phase the driver waits
+// (unmeasured) until every watcher has caught up, so no stack's leftover work runs into the
+// next measured phase. Every watcher must see every create and update.
+// Output: one JSON object on stdout, {"runs": {name: [one object per round]}}.
 package main
 
 import (
@@ -26,6 +33,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,54 +66,248 @@ type phaseResult struct {
 	// phase: the backend's share of each request, as kube-apiserver measures it.
 	BackendMeanMs map[string]float64 `json:"backend_mean_ms"`
 	BackendOps    map[string]float64 `json:"backend_ops"`
+	// The backend process's CPU time (user + system) during the phase, when its pid is known.
+	BackendCPUSeconds float64 `json:"backend_cpu_seconds"`
+	// The stack's kube-apiserver's CPU time during the phase, when its pid is known.
+	APIServerCPUSeconds float64 `json:"apiserver_cpu_seconds"`
+	// Unmeasured wait after a write phase until every watcher had seen its events.
+	WatchCatchupSeconds float64 `json:"watch_catchup_seconds,omitempty"`
+}
+
+// One backend with its kube-apiserver.
+type stack struct {
+	name string
+	cfg  *rest.Config
+	cs   *kubernetes.Clientset
+	pid  int // the backend's
+	apid int // the kube-apiserver's
+}
+
+// One backend's round, in the shape tests/k8s/bench_report.py reads.
+type roundResult struct {
+	Name               string        `json:"name"`
+	Round              int           `json:"round"`
+	Phases             []phaseResult `json:"phases"`
+	Watchers           int           `json:"watchers"`
+	WatchEventsWanted  int64         `json:"watch_events_wanted"`
+	WatchEventsMinSeen int64         `json:"watch_events_min_seen"`
+	WatchesReopened    int64         `json:"watches_reopened"`
+	WatchErrors        int64         `json:"watch_errors"`
+	// The backend's CPU during this round's measured phases on it.
+	BackendCPUSeconds float64 `json:"backend_cpu_seconds"`
+	OK                bool    `json:"ok"`
 }
 
 func main() {
-	kubeconfig := flag.String("kubeconfig", "", "kubeconfig of the apiserver")
-	n := flag.Int("objects", 10000, "configmaps to create (>= 10000 for list10k)")
+	kubeconfigs := flag.String("kubeconfig", "", "kubeconfigs of the apiservers, comma-separated (one per backend)")
+	names := flag.String("names", "", "the backends' names, comma-separated, in --kubeconfig's order (default: the kubeconfigs' folder names)")
+	pids := flag.String("backend-pids", "", "the backends' process ids, comma-separated, for their CPU time per phase (optional)")
+	apids := flag.String("apiserver-pids", "", "the apiservers' process ids, comma-separated, for their CPU time per phase (optional)")
+	rounds := flag.Int("rounds", 1, "rounds; each runs every phase on every backend")
+	n := flag.Int("objects", 10000, "configmaps to create per round (>= 10000 for list10k)")
 	workers := flag.Int("workers", 16, "concurrent clients per phase")
-	watchers := flag.Int("watchers", 100, "watches kept open on the namespace")
+	watchers := flag.Int("watchers", 100, "watches kept open on the round's namespace, per backend")
 	lists := flag.Int("lists", 1000, "lists of 1,000 objects (lists of 10,000: a fifth of it); about 5 s each on this machine")
 	flag.Parse()
 
-	cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	must(err)
-	cfg.QPS, cfg.Burst = 1e6, 1e6
-	cfg.ContentType = "application/vnd.kubernetes.protobuf"
-	cs, err := kubernetes.NewForConfig(cfg)
-	must(err)
+	var stacks []*stack
+	nameList, pidList, apidList := strings.Split(*names, ","), strings.Split(*pids, ","), strings.Split(*apids, ",")
+	for i, kc := range strings.Split(*kubeconfigs, ",") {
+		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+		must(err)
+		cfg.QPS, cfg.Burst = 1e6, 1e6
+		cfg.ContentType = "application/vnd.kubernetes.protobuf"
+		cs, err := kubernetes.NewForConfig(cfg)
+		must(err)
+		s := &stack{name: filepath.Base(filepath.Dir(kc)), cfg: cfg, cs: cs}
+		if i < len(nameList) && nameList[i] != "" {
+			s.name = nameList[i]
+		}
+		if i < len(pidList) && pidList[i] != "" {
+			s.pid, err = strconv.Atoi(pidList[i])
+			must(err)
+		}
+		if i < len(apidList) && apidList[i] != "" {
+			s.apid, err = strconv.Atoi(apidList[i])
+			must(err)
+		}
+		stacks = append(stacks, s)
+	}
 	ctx := context.Background()
+	for _, s := range stacks {
+		warmUp(ctx, s)
+	}
+	time.Sleep(2 * time.Second)
 
-	for _, ns := range []string{"load", "load1k", "warm"} {
-		_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	out := map[string][]roundResult{}
+	failed := false
+	pad := strings.Repeat("x", 512)
+	for r := 1; r <= *rounds; r++ {
+		order := append([]*stack(nil), stacks...)
+		if r%2 == 0 {
+			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
+				order[i], order[j] = order[j], order[i]
+			}
+		}
+		ns, ns1k := fmt.Sprintf("load-%d", r), fmt.Sprintf("load1k-%d", r)
+		res := map[*stack]*roundResult{}
+		ws := map[*stack]*watchSet{}
+		objs := map[*stack][]*corev1.ConfigMap{}
+		for _, s := range stacks {
+			for _, name := range []string{ns, ns1k} {
+				_, err := s.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+				must(err)
+			}
+			res[s] = &roundResult{Name: s.name, Round: r, Watchers: *watchers, WatchEventsWanted: int64(2 * *n)}
+			ws[s] = openWatchers(ctx, s.cs, ns, *watchers)
+			objs[s] = make([]*corev1.ConfigMap, *n)
+		}
+		// each runs one phase on every backend in this round's order; wantSeen > 0: then waits
+		// (unmeasured) until that backend's watchers have each seen wantSeen events.
+		each := func(name string, ops int, verb string, wantSeen int64, op func(s *stack, i int) error) {
+			for _, s := range order {
+				p := phase(s, name, ops, *workers, func(i int) error { return op(s, i) }, verb)
+				if wantSeen > 0 {
+					t := time.Now()
+					ws[s].waitSeen(wantSeen, 60*time.Second)
+					p.WatchCatchupSeconds = time.Since(t).Seconds()
+				}
+				res[s].Phases = append(res[s].Phases, p)
+				res[s].BackendCPUSeconds += p.BackendCPUSeconds
+			}
+		}
+		each("create", *n, "POST", int64(*n), func(s *stack, i int) error {
+			cm, err := s.cs.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%06d", i), Labels: map[string]string{"g": strconv.Itoa(i % 10)}},
+				Data:       map[string]string{"i": strconv.Itoa(i), "pad": pad}}, metav1.CreateOptions{})
+			if err == nil {
+				objs[s][i] = cm
+			}
+			return err
+		})
+		each("update", *n, "PUT", int64(2**n), func(s *stack, i int) error {
+			if objs[s][i] == nil {
+				return fmt.Errorf("object %d was not created", i)
+			}
+			cm := objs[s][i].DeepCopy()
+			cm.Data["u"] = "1"
+			_, err := s.cs.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		})
+		each("get", *n, "GET", 0, func(s *stack, i int) error {
+			_, err := s.cs.CoreV1().ConfigMaps(ns).Get(ctx, fmt.Sprintf("cm-%06d", i), metav1.GetOptions{})
+			return err
+		})
+		// 1,000 objects in their own namespace for list1k (unmeasured).
+		for _, s := range order {
+			for i := 0; i < 1000; i++ {
+				_, err := s.cs.CoreV1().ConfigMaps(ns1k).Create(ctx, &corev1.ConfigMap{
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%06d", i)}, Data: map[string]string{"pad": pad}}, metav1.CreateOptions{})
+				must(err)
+			}
+		}
+		listOp := func(ns string, want int) func(s *stack, i int) error {
+			return func(s *stack, i int) error {
+				l, err := s.cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					return err
+				}
+				got := 0
+				for _, it := range l.Items {
+					if it.Name != "kube-root-ca.crt" {
+						got++
+					}
+				}
+				if got != want {
+					return fmt.Errorf("%s listed %d objects, want %d", ns, got, want)
+				}
+				return nil
+			}
+		}
+		each("list1k", *lists, "LIST", 0, listOp(ns1k, 1000))
+		each("list10k", max(1, *lists/5), "LIST", 0, listOp(ns, *n))
+
+		// Every watcher must have seen every create and update.
+		for _, s := range stacks {
+			w, rr := ws[s], res[s]
+			rr.WatchEventsMinSeen = w.waitSeen(rr.WatchEventsWanted, 60*time.Second)
+			w.close()
+			rr.WatchesReopened, rr.WatchErrors = atomic.LoadInt64(&w.reopened), atomic.LoadInt64(&w.errors)
+			rr.OK = rr.WatchEventsMinSeen >= rr.WatchEventsWanted && rr.WatchErrors == 0
+			if !rr.OK {
+				fmt.Fprintf(os.Stderr, "%s round %d: a watcher saw %d of %d events; %d watch errors\n",
+					s.name, r, rr.WatchEventsMinSeen, rr.WatchEventsWanted, rr.WatchErrors)
+			}
+			for _, p := range rr.Phases {
+				if p.Errors > 0 {
+					rr.OK = false
+					fmt.Fprintf(os.Stderr, "%s round %d: phase %s had %d errors\n", s.name, r, p.Name, p.Errors)
+				}
+			}
+			failed = failed || !rr.OK
+			out[s.name] = append(out[s.name], *rr)
+		}
+	}
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", " ")
+	must(enc.Encode(map[string]any{"runs": out}))
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// warmUp: unmeasured, the apiserver's caches, connections and the backend's first
+// allocations, so the first measured phase does not pay for them.
+func warmUp(ctx context.Context, s *stack) {
+	_, err := s.cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "warm"}}, metav1.CreateOptions{})
+	must(err)
+	for i := 0; i < 1000; i++ {
+		name := fmt.Sprintf("w-%06d", i)
+		cm, err := s.cs.CoreV1().ConfigMaps("warm").Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"pad": strings.Repeat("x", 512)}}, metav1.CreateOptions{})
+		must(err)
+		cm.Data["u"] = "1"
+		_, err = s.cs.CoreV1().ConfigMaps("warm").Update(ctx, cm, metav1.UpdateOptions{})
+		must(err)
+		_, err = s.cs.CoreV1().ConfigMaps("warm").Get(ctx, name, metav1.GetOptions{})
 		must(err)
 	}
+	_, err = s.cs.CoreV1().ConfigMaps("warm").List(ctx, metav1.ListOptions{})
+	must(err)
+}
 
-	// Watchers: each counts the events it receives; all must see every create and update.
-	// A watch the apiserver closes (it drops watchers that fall behind) is reopened from the
-	// last resourceVersion seen, as an informer does, so no event is missed or counted twice.
-	seen := make([]int64, *watchers)
-	var reopened, watchErrors int64
-	wctx, wcancel := context.WithCancel(ctx)
-	var wwg sync.WaitGroup
-	for i := 0; i < *watchers; i++ {
-		w, err := cs.CoreV1().ConfigMaps("load").Watch(wctx, metav1.ListOptions{AllowWatchBookmarks: true})
+// watchSet: watches on one namespace, each counting the creates and updates it receives. A watch
+// the apiserver closes (it drops watchers that fall behind) is reopened from the last
+// resourceVersion seen, as an informer does, so no event is missed or counted twice.
+type watchSet struct {
+	seen             []int64
+	reopened, errors int64
+	cancel           context.CancelFunc
+	wg               sync.WaitGroup
+}
+
+func openWatchers(ctx context.Context, cs *kubernetes.Clientset, ns string, n int) *watchSet {
+	ws := &watchSet{seen: make([]int64, n)}
+	wctx, cancel := context.WithCancel(ctx)
+	ws.cancel = cancel
+	for i := 0; i < n; i++ {
+		w, err := cs.CoreV1().ConfigMaps(ns).Watch(wctx, metav1.ListOptions{AllowWatchBookmarks: true})
 		must(err)
-		wwg.Add(1)
+		ws.wg.Add(1)
 		go func(i int, w watch.Interface) {
-			defer wwg.Done()
+			defer ws.wg.Done()
 			lastRV := ""
 			for {
 				for ev := range w.ResultChan() {
 					switch ev.Type {
 					case watch.Added, watch.Modified:
-						atomic.AddInt64(&seen[i], 1)
+						atomic.AddInt64(&ws.seen[i], 1)
 						lastRV = ev.Object.(*corev1.ConfigMap).ResourceVersion
 					case watch.Bookmark:
 						lastRV = ev.Object.(*corev1.ConfigMap).ResourceVersion
 					case watch.Error:
 						if wctx.Err() == nil {
-							atomic.AddInt64(&watchErrors, 1)
+							atomic.AddInt64(&ws.errors, 1)
 							fmt.Fprintf(os.Stderr, "watch error: %v\n", ev.Object)
 						}
 					}
@@ -114,13 +316,13 @@ func main() {
 					return
 				}
 				if lastRV == "" {
-					atomic.AddInt64(&watchErrors, 1)
+					atomic.AddInt64(&ws.errors, 1)
 					return
 				}
-				atomic.AddInt64(&reopened, 1)
+				atomic.AddInt64(&ws.reopened, 1)
 				var err error
 				for {
-					w, err = cs.CoreV1().ConfigMaps("load").Watch(wctx, metav1.ListOptions{ResourceVersion: lastRV, AllowWatchBookmarks: true})
+					w, err = cs.CoreV1().ConfigMaps(ns).Watch(wctx, metav1.ListOptions{ResourceVersion: lastRV, AllowWatchBookmarks: true})
 					if err == nil || wctx.Err() != nil {
 						break
 					}
@@ -132,122 +334,50 @@ func main() {
 			}
 		}(i, w)
 	}
+	return ws
+}
 
-	// Warm-up, not measured: the apiserver's caches, connections and the backend's first
-	// allocations, so the first measured phase does not pay for them.
-	warmCount := 1000
-	for i := 0; i < warmCount; i++ {
-		name := fmt.Sprintf("w-%06d", i)
-		cm, err := cs.CoreV1().ConfigMaps("warm").Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"pad": strings.Repeat("x", 512)}}, metav1.CreateOptions{})
-		must(err)
-		cm.Data["u"] = "1"
-		_, err = cs.CoreV1().ConfigMaps("warm").Update(ctx, cm, metav1.UpdateOptions{})
-		must(err)
-		_, err = cs.CoreV1().ConfigMaps("warm").Get(ctx, name, metav1.GetOptions{})
-		must(err)
-	}
-	_, err = cs.CoreV1().ConfigMaps("warm").List(ctx, metav1.ListOptions{})
-	must(err)
-	time.Sleep(2 * time.Second)
-
-	var results []phaseResult
-	objs := make([]*corev1.ConfigMap, *n)
-	pad := strings.Repeat("x", 512)
-
-	results = append(results, phase(cfg, "create", *n, *workers, func(i int) error {
-		cm, err := cs.CoreV1().ConfigMaps("load").Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%06d", i), Labels: map[string]string{"g": strconv.Itoa(i % 10)}},
-			Data:       map[string]string{"i": strconv.Itoa(i), "pad": pad}}, metav1.CreateOptions{})
-		if err == nil {
-			objs[i] = cm
+// waitSeen waits up to timeout until every watcher has seen want events; returns the least seen.
+func (ws *watchSet) waitSeen(want int64, timeout time.Duration) int64 {
+	deadline := time.Now().Add(timeout)
+	for {
+		least := want
+		for i := range ws.seen {
+			least = min(least, atomic.LoadInt64(&ws.seen[i]))
 		}
-		return err
-	}, "POST"))
-	results = append(results, phase(cfg, "update", *n, *workers, func(i int) error {
-		if objs[i] == nil {
-			return fmt.Errorf("object %d was not created", i)
+		if least >= want || time.Now().After(deadline) {
+			return least
 		}
-		cm := objs[i].DeepCopy()
-		cm.Data["u"] = "1"
-		_, err := cs.CoreV1().ConfigMaps("load").Update(ctx, cm, metav1.UpdateOptions{})
-		return err
-	}, "PUT"))
-	results = append(results, phase(cfg, "get", *n, *workers, func(i int) error {
-		_, err := cs.CoreV1().ConfigMaps("load").Get(ctx, fmt.Sprintf("cm-%06d", i), metav1.GetOptions{})
-		return err
-	}, "GET"))
-	// 1,000 objects in their own namespace for list1k.
-	for i := 0; i < 1000; i++ {
-		_, err := cs.CoreV1().ConfigMaps("load1k").Create(ctx, &corev1.ConfigMap{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("cm-%06d", i)}, Data: map[string]string{"pad": pad}}, metav1.CreateOptions{})
-		must(err)
-	}
-	listPhase := func(name, ns string, want, count int) phaseResult {
-		return phase(cfg, name, count, *workers, func(i int) error {
-			l, err := cs.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				return err
-			}
-			got := 0
-			for _, it := range l.Items {
-				if it.Name != "kube-root-ca.crt" {
-					got++
-				}
-			}
-			if got != want {
-				return fmt.Errorf("%s listed %d objects, want %d", ns, got, want)
-			}
-			return nil
-		}, "LIST")
-	}
-	results = append(results, listPhase("list1k", "load1k", 1000, *lists))
-	results = append(results, listPhase("list10k", "load", *n, max(1, *lists/5)))
-
-	// Every watcher must have seen every create and update.
-	want := int64(2 * *n)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		ok := true
-		for i := range seen {
-			if atomic.LoadInt64(&seen[i]) < want {
-				ok = false
-			}
-		}
-		if ok {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	minSeen := want
-	for i := range seen {
-		if v := atomic.LoadInt64(&seen[i]); v < minSeen {
-			minSeen = v
-		}
-	}
-	wcancel()
-	wwg.Wait()
-
-	out := map[string]any{"phases": results, "watchers": *watchers, "watch_events_wanted": want,
-		"watch_events_min_seen": minSeen, "watches_reopened": atomic.LoadInt64(&reopened),
-		"watch_errors": atomic.LoadInt64(&watchErrors)}
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", " ")
-	must(enc.Encode(out))
-	if minSeen < want || atomic.LoadInt64(&watchErrors) > 0 {
-		fmt.Fprintf(os.Stderr, "a watcher saw %d of %d events; %d watch errors\n", minSeen, want, atomic.LoadInt64(&watchErrors))
-		os.Exit(1)
-	}
-	for _, r := range results {
-		if r.Errors > 0 {
-			fmt.Fprintf(os.Stderr, "phase %s had %d errors\n", r.Name, r.Errors)
-			os.Exit(1)
-		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func phase(cfg *rest.Config, name string, ops, workers int, op func(i int) error, verb string) phaseResult {
-	before := scrape(cfg)
+func (ws *watchSet) close() {
+	ws.cancel()
+	ws.wg.Wait()
+}
+
+// cpuSeconds: user + system CPU time of a process (0 when pid is 0 or gone).
+func cpuSeconds(pid int) float64 {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	k, _ := strconv.ParseFloat(f[12], 64)
+	return (u + k) / 100 // USER_HZ, 100 on Linux
+}
+
+func phase(s *stack, name string, ops, workers int, op func(i int) error, verb string) phaseResult {
+	before := scrape(s.cfg)
+	cpu0, acpu0 := cpuSeconds(s.pid), cpuSeconds(s.apid)
 	lat := make([]time.Duration, ops)
 	var next, errs, retries int64 = -1, 0, 0
 	idempotent := verb == "GET" || verb == "LIST"
@@ -267,7 +397,7 @@ func phase(cfg *rest.Config, name string, ops, workers int, op func(i int) error
 				err := op(i)
 				var status apierrors.APIStatus
 				if err != nil && idempotent && !errors.As(err, &status) {
-					fmt.Fprintf(os.Stderr, "%s: retrying once after: %v\n", name, err)
+					fmt.Fprintf(os.Stderr, "%s %s: retrying once after: %v\n", s.name, name, err)
 					atomic.AddInt64(&retries, 1)
 					err = op(i)
 				}
@@ -281,9 +411,10 @@ func phase(cfg *rest.Config, name string, ops, workers int, op func(i int) error
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	after := scrape(cfg)
+	cpu, acpu := cpuSeconds(s.pid)-cpu0, cpuSeconds(s.apid)-acpu0
+	after := scrape(s.cfg)
 	if e := firstErr.Load(); e != nil {
-		fmt.Fprintf(os.Stderr, "%s: first error: %v\n", name, e)
+		fmt.Fprintf(os.Stderr, "%s %s: first error: %v\n", s.name, name, e)
 	}
 	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
 	backendMean, backendOps := map[string]float64{}, map[string]float64{}
@@ -297,7 +428,7 @@ func phase(cfg *rest.Config, name string, ops, workers int, op func(i int) error
 		return float64(lat[int(math.Min(float64(len(lat)-1), p*float64(len(lat))))].Microseconds()) / 1000
 	}
 	return phaseResult{Name: name, Ops: ops, Seconds: elapsed.Seconds(), Rate: float64(ops) / elapsed.Seconds(),
-		ClientP50ms: pct(0.50), ClientP99ms: pct(0.99), Errors: errs, Retries: retries, BackendMeanMs: backendMean, BackendOps: backendOps,
+		ClientP50ms: pct(0.50), ClientP99ms: pct(0.99), Errors: errs, Retries: retries, BackendMeanMs: backendMean, BackendOps: backendOps, BackendCPUSeconds: cpu, APIServerCPUSeconds: acpu,
 		Server: map[string]float64{"p50": histQuantile(before, after, verb, 0.50), "p99": histQuantile(before, after, verb, 0.99)}}
 }
 
