@@ -31,6 +31,11 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def cpu_us_per_op(phase, field):
+    """A process's CPU time per operation during the phase, in microseconds (None if not measured)."""
+    return phase[field] / phase["ops"] * 1e6 if field in phase else None
+
+
 def summarize(runs):
     out = {}
     for p in runs[0]["phases"]:
@@ -43,10 +48,8 @@ def summarize(runs):
             "p99": med([q["apiserver_ms"]["p99"] for q in ph]),
             "client_p99": med([q.get("client_p99_ms") for q in ph]),
             "backend": {op: med([q.get("backend_mean_ms", {}).get(op) for q in ph]) for op in ops},
-            "cpu_us": med([q["backend_cpu_seconds"] / q["ops"] * 1e6 if "backend_cpu_seconds" in q else None
-                           for q in ph]),
-            "api_cpu_us": med([q["apiserver_cpu_seconds"] / q["ops"] * 1e6 if "apiserver_cpu_seconds" in q else None
-                               for q in ph]),
+            "cpu_us": med([cpu_us_per_op(q, "backend_cpu_seconds") for q in ph]),
+            "api_cpu_us": med([cpu_us_per_op(q, "apiserver_cpu_seconds") for q in ph]),
         }
     return out, med([r["backend_cpu_seconds"] for r in runs])
 
@@ -92,9 +95,9 @@ def main(argv):
         rate = e["rate"] / r["rate"]
         p99 = e["p99"] / r["p99"] if r["p99"] > 0 else float("nan")
         cp99 = e["client_p99"] / r["client_p99"] if r["client_p99"] > 0 else float("nan")
-        backend = (f"CPU {r['cpu_us']:.0f}->{e['cpu_us']:.0f} (apiserver's {r['api_cpu_us']:.0f}->{e['api_cpu_us']:.0f}); "
-                   + ", ".join(
-            f"{op} {r['backend'].get(op, float('nan')):.2f}->{v:.2f}" for op, v in e["backend"].items()))
+        means = ", ".join(f"{op} {r['backend'].get(op, float('nan')):.2f}->{v:.2f}" for op, v in e["backend"].items())
+        backend = (f"CPU {r['cpu_us']:.0f}->{e['cpu_us']:.0f} "
+                   f"(apiserver's {r['api_cpu_us']:.0f}->{e['api_cpu_us']:.0f}); {means}")
         print(f"{name:8s} {r['rate']:12.0f} {e['rate']:12.0f} {rate:6.2f}  "
               f"{r['p50']:8.1f}/{r['p99']:<8.1f} {e['p50']:8.1f}/{e['p99']:<8.1f} {p99:9.2f} {cp99:10.2f}  {backend}")
         if rate < 1 or p99 > 1:

@@ -123,14 +123,7 @@ func main() {
 		if i < len(nameList) && nameList[i] != "" {
 			s.name = nameList[i]
 		}
-		if i < len(pidList) && pidList[i] != "" {
-			s.pid, err = strconv.Atoi(pidList[i])
-			must(err)
-		}
-		if i < len(apidList) && apidList[i] != "" {
-			s.apid, err = strconv.Atoi(apidList[i])
-			must(err)
-		}
+		s.pid, s.apid = pidAt(pidList, i), pidAt(apidList, i)
 		stacks = append(stacks, s)
 	}
 	ctx := context.Background()
@@ -355,6 +348,16 @@ func (ws *watchSet) waitSeen(want int64, timeout time.Duration) int64 {
 func (ws *watchSet) close() {
 	ws.cancel()
 	ws.wg.Wait()
+}
+
+// pidAt: the process id at position i of a comma-separated flag's values; 0 when absent.
+func pidAt(list []string, i int) int {
+	if i >= len(list) || list[i] == "" {
+		return 0
+	}
+	pid, err := strconv.Atoi(list[i])
+	must(err)
+	return pid
 }
 
 // cpuSeconds: user + system CPU time of a process (0 when pid is 0 or gone).
